@@ -1,0 +1,235 @@
+//! The command line as clap sees it: every flag, its `KEEPWELL_*` variable, raw strings only.
+//!
+//! Nothing here validates a value: `config` does, so that every error can name the flag or the
+//! variable the value came from, quote it, and say what was expected, in one line.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
+
+const SUPERVISE_HELP: &str = "\
+Commands:
+  keepwell [OPTIONS] [--] COMMAND [ARG...]   supervise COMMAND as PID 1
+  keepwell check [OPTIONS] [TARGET]          one health check: exit 0 healthy, 1 not
+
+Every option can also be set by its variable, shown in brackets; a flag wins.
+Durations: 500ms, 10s, 2m, 1h; a bare number is seconds.
+
+Exit codes: the child's code; 128+N when it died of signal N; 2 bad usage (nothing started);
+126 COMMAND cannot be executed; 127 COMMAND not found; 3 unhealthy with --on-unhealthy exit;
+4 more than --max-restarts restarts inside --restart-window.";
+
+/// `keepwell [OPTIONS] [--] COMMAND [ARG...]`
+#[derive(Parser, Debug)]
+#[command(
+    name = "keepwell",
+    version,
+    about = "PID 1 for Python containers: reaps, forwards signals, drops root, probes health, restarts.",
+    after_help = SUPERVISE_HELP,
+    override_usage = "keepwell [OPTIONS] [--] COMMAND [ARG...]\n       keepwell check [OPTIONS] [TARGET]"
+)]
+pub struct Supervise {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Log format: text or json.
+    #[arg(
+        long,
+        env = "KEEPWELL_LOG_FORMAT",
+        value_name = "FORMAT",
+        help_heading = "Logs"
+    )]
+    pub log_format: Option<String>,
+    /// Log level: error, warn, info, debug, trace or off.
+    #[arg(
+        long,
+        env = "KEEPWELL_LOG_LEVEL",
+        value_name = "LEVEL",
+        help_heading = "Logs"
+    )]
+    pub log_level: Option<String>,
+    /// The program to supervise and its arguments.
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Process")]
+pub struct ProcessArgs {
+    /// Drop to this user (name or uid; group name or gid) before the child starts.
+    #[arg(long, env = "KEEPWELL_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// What the child gets when it must stop [default: TERM].
+    #[arg(long, env = "KEEPWELL_STOP_SIGNAL", value_name = "SIG")]
+    pub stop_signal: Option<String>,
+    /// How long the child may take to stop before SIGKILL [default: 8s].
+    #[arg(long, env = "KEEPWELL_GRACE", value_name = "DUR")]
+    pub grace: Option<String>,
+    /// Forward signal FROM as TO (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long,
+        env = "KEEPWELL_REWRITE",
+        value_name = "FROM:TO",
+        value_delimiter = ','
+    )]
+    pub rewrite: Vec<String>,
+    /// Forward signals to the child's whole process group.
+    #[arg(long, env = "KEEPWELL_SIGNAL_GROUP")]
+    pub signal_group: bool,
+    /// When the child exits by itself: no, on-failure or always [default: no].
+    #[arg(long, env = "KEEPWELL_RESTART", value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// More restarts than N inside --restart-window: give up [default: 5].
+    #[arg(long, env = "KEEPWELL_MAX_RESTARTS", value_name = "N")]
+    pub max_restarts: Option<String>,
+    /// The window in which restarts are counted [default: 5m].
+    #[arg(long, env = "KEEPWELL_RESTART_WINDOW", value_name = "DUR")]
+    pub restart_window: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Health")]
+pub struct HealthArgs {
+    /// http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH [default: no probing].
+    #[arg(long, env = "KEEPWELL_HEALTH_URL", value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Time between probes once the app has been healthy [default: 10s].
+    #[arg(long, env = "KEEPWELL_HEALTH_INTERVAL", value_name = "DUR")]
+    pub health_interval: Option<String>,
+    /// A probe that takes longer has failed [default: 2s].
+    #[arg(long, env = "KEEPWELL_HEALTH_TIMEOUT", value_name = "DUR")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures that make the app unhealthy [default: 3].
+    #[arg(long, env = "KEEPWELL_HEALTH_RETRIES", value_name = "N")]
+    pub health_retries: Option<String>,
+    /// Boot time in which failures do not count [default: 60s].
+    #[arg(long, env = "KEEPWELL_HEALTH_START_PERIOD", value_name = "DUR")]
+    pub health_start_period: Option<String>,
+    /// Time between probes inside the start period [default: 1s].
+    #[arg(long, env = "KEEPWELL_HEALTH_START_INTERVAL", value_name = "DUR")]
+    pub health_start_interval: Option<String>,
+    /// Consecutive successes to become healthy again after a failure [default: 1].
+    #[arg(long, env = "KEEPWELL_HEALTH_SUCCESS_THRESHOLD", value_name = "N")]
+    pub health_success_threshold: Option<String>,
+    /// Status codes that count as success, e.g. 200-299,304 [default: 200-399].
+    #[arg(long, env = "KEEPWELL_HEALTH_STATUS", value_name = "RANGES")]
+    pub health_status: Option<String>,
+    /// A request header 'Name: value' (repeatable; the variable takes one per line).
+    #[arg(long, env = "KEEPWELL_HEALTH_HEADER", value_name = "HEADER")]
+    pub health_header: Vec<String>,
+    /// The response body (first 64 KiB) must contain TEXT.
+    #[arg(long, env = "KEEPWELL_HEALTH_BODY", value_name = "TEXT")]
+    pub health_body: Option<String>,
+    /// What sustained unhealthiness does: restart, exit or ignore [default: restart].
+    #[arg(long, env = "KEEPWELL_ON_UNHEALTHY", value_name = "ACTION")]
+    pub on_unhealthy: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Serving probes")]
+pub struct ServeArgs {
+    /// Serve /livez /readyz /startupz /status /metrics on ADDR (:9000, 127.0.0.1:9000).
+    #[arg(long, env = "KEEPWELL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// On TERM/INT: /readyz turns 503 at once, the child is stopped DUR later [default: 0s].
+    #[arg(long, env = "KEEPWELL_DRAIN", value_name = "DUR")]
+    pub drain: Option<String>,
+}
+
+/// `keepwell check [OPTIONS] [TARGET]`
+#[derive(Parser, Debug)]
+#[command(
+    name = "keepwell check",
+    version,
+    about = "One health check. Without TARGET, ask the keepwell supervising this container; \
+             with TARGET (a URL as for --health-url), probe it directly. \
+             Exit 0 healthy, 1 not, 2 bad usage."
+)]
+pub struct Check {
+    /// http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Give up after DUR [default: 2s].
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    /// Status codes that count as healthy [default: 200-399].
+    #[arg(long, value_name = "RANGES")]
+    pub status: Option<String>,
+    /// A request header 'Name: value' (repeatable).
+    #[arg(long, value_name = "HEADER")]
+    pub header: Vec<String>,
+    /// The response body (first 64 KiB) must contain TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub body: Option<String>,
+    /// Print nothing; the exit code says it all.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Parsed arguments and where each value came from.
+pub struct Parsed<T> {
+    pub args: T,
+    matches: ArgMatches,
+}
+
+impl<T> Parsed<T> {
+    /// How to name the origin of a value in an error: `--grace` or `KEEPWELL_GRACE`.
+    pub fn origin(&self, id: &str) -> String {
+        let flag = format!("--{}", id.replace('_', "-"));
+        match self.matches.value_source(id) {
+            Some(ValueSource::EnvVariable) => format!("KEEPWELL_{}", id.to_uppercase()),
+            _ => flag,
+        }
+    }
+}
+
+/// The two ways keepwell is called.
+pub enum Invocation {
+    Supervise(Box<Parsed<Supervise>>),
+    Check(Box<Parsed<Check>>),
+}
+
+/// A clap outcome that is not a parse: `--help`, `--version`, or a usage error.
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Parse the process arguments; `check` as the first argument selects check mode (use
+/// `keepwell -- check` to supervise a program named check).
+pub fn parse(args: Vec<String>) -> Result<Invocation, Exit> {
+    if args.get(1).map(String::as_str) == Some("check") {
+        let rest = std::iter::once("keepwell check".to_string()).chain(args.into_iter().skip(2));
+        parse_with::<Check>(rest.collect()).map(|p| Invocation::Check(Box::new(p)))
+    } else {
+        parse_with::<Supervise>(args).map(|p| Invocation::Supervise(Box::new(p)))
+    }
+}
+
+fn parse_with<T: CommandFactory + FromArgMatches>(args: Vec<String>) -> Result<Parsed<T>, Exit> {
+    let matches = T::command().try_get_matches_from(args).map_err(clap_exit)?;
+    let args = T::from_arg_matches(&matches).map_err(clap_exit)?;
+    Ok(Parsed { args, matches })
+}
+
+/// Help and version go to stdout with exit 0; a usage error becomes one line and exit 2.
+fn clap_exit(err: clap::Error) -> Exit {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit {
+            code: 0,
+            message: err.render().to_string(),
+        },
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            Exit {
+                code: 2,
+                message: format!("keepwell: {first} (see keepwell --help)"),
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The container-local verdict socket that `keepwell check` (no TARGET) asks.
+//!
+//! It is an abstract Unix socket: it needs no file (read-only root filesystems are common), no
+//! TCP port and no `--listen`, and any user may connect. Abstract names are scoped by network
+//! namespace, and containers that share the host's network would share them, so the name
+//! carries the PID- and mount-namespace identities of the container: `docker exec` and
+//! HEALTHCHECK enter both, another container has its own. The client also checks, with
+//! SO_PEERCRED, that the answering process is visible in its own PID namespace: a squatter
+//! from another container shows up as pid 0 and is refused.
+
+use std::io::{self, Read};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, Semaphore};
+
+use crate::status::Snapshot;
+
+/// The most replies written at once; more connections wait in the kernel's backlog.
+const MAX_CONCURRENT_REPLIES: usize = 32;
+/// A reader that does not take its reply in this time is dropped.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// A reply is a small JSON object; anything larger is not keepwell talking.
+const REPLY_LIMIT: u64 = 64 * 1024;
+
+fn namespace_id(kind: &str) -> io::Result<String> {
+    let link = std::fs::read_link(format!("/proc/self/ns/{kind}"))?;
+    // "pid:[4026532195]" → "4026532195"
+    let text = link.to_string_lossy();
+    Ok(text
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .trim_end_matches(']')
+        .to_string())
+}
+
+/// `keepwell/<pid-ns>/<mnt-ns>`: the same for every process of one container.
+pub fn socket_name() -> io::Result<String> {
+    Ok(format!(
+        "keepwell/{}/{}",
+        namespace_id("pid")?,
+        namespace_id("mnt")?
+    ))
+}
+
+/// Bind the socket (before privileges are dropped, like every socket of keepwell's).
+pub fn bind() -> io::Result<UnixListener> {
+    let addr = SocketAddr::from_abstract_name(socket_name()?.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Answer every connection with the current snapshot as one JSON line, then close.
+pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("the local verdict socket cannot be served: {e}");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_REPLIES));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut reply = snapshots.borrow().to_status_json();
+        reply.push('\n');
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REPLY_TIMEOUT, stream.write_all(reply.as_bytes())).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Why asking the supervisor failed.
+#[derive(Debug)]
+pub enum AskError {
+    /// Nobody listens: keepwell is not PID 1 here, or runs an older version.
+    NoSupervisor,
+    /// Something answered that is not this container's keepwell, or answered nonsense.
+    Bad(String),
+}
+
+/// Ask this container's supervisor for its verdict.
+pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
+    let name =
+        socket_name().map_err(|e| AskError::Bad(format!("cannot read /proc/self/ns: {e}")))?;
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| AskError::Bad(e.to_string()))?;
+    let mut stream = match UnixStream::connect_addr(&addr) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(AskError::NoSupervisor)
+        }
+        Err(e) => return Err(AskError::Bad(format!("cannot reach the supervisor: {e}"))),
+    };
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| AskError::Bad(format!("cannot identify the supervisor: {e}")))?;
+    if peer.pid() == 0 {
+        return Err(AskError::Bad(
+            "the process answering is outside this container's PID namespace: refusing its verdict"
+                .into(),
+        ));
+    }
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| AskError::Bad(e.to_string()))?;
+    let mut reply = String::new();
+    (&mut stream)
+        .take(REPLY_LIMIT)
+        .read_to_string(&mut reply)
+        .map_err(|e| AskError::Bad(format!("the supervisor did not answer in time: {e}")))?;
+    serde_json::from_str(reply.trim())
+        .map_err(|e| AskError::Bad(format!("the supervisor's answer is not a verdict: {e}")))
+}

@@ -1,0 +1,139 @@
+//! `--listen`: the probe endpoints Kubernetes reads, and `/status` and `/metrics` for people and
+//! Prometheus. Read-only by construction: handlers see a copy of the snapshot and nothing else.
+//!
+//! | path | 200 when | otherwise |
+//! | --- | --- | --- |
+//! | `/livez` | a running child that is not unhealthy | 503 |
+//! | `/readyz` | the app is healthy and keepwell is not draining or stopping | 503 |
+//! | `/startupz` | the app has been healthy once since the child last started | 503 |
+//! | `/status` | always: JSON | — |
+//! | `/metrics` | always: Prometheus text | — |
+//!
+//! GET and HEAD only (405 otherwise), 404 for any other path. A hostile client cannot hold
+//! keepwell: headers must arrive within [`HEADER_READ_TIMEOUT`], a connection lives at most
+//! [`CONNECTION_LIFETIME`], and past [`MAX_CONNECTIONS`] new connections are closed at once
+//! instead of queueing. The server runs on its own thread, so a flood never shares a scheduler
+//! with signal forwarding, reaping or probes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{watch, Semaphore};
+
+use crate::status::Snapshot;
+
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Accept and serve until the process ends.
+pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<Snapshot>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("--listen cannot be served: {e}");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!("--listen accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Full: closing now keeps memory bounded; a prober simply retries.
+            continue;
+        };
+        let snapshots = snapshots.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let response =
+                        respond(request.method(), request.uri().path(), &snapshots.borrow());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(permit);
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn probe_answer(ok: bool, what: &str, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    if ok {
+        text(StatusCode::OK, format!("ok: {what}\n"))
+    } else {
+        let why = format!(
+            "not {what}: app {} ({}), child pid {}\n",
+            snapshot.state.as_str(),
+            snapshot.phase,
+            snapshot.child_pid.map_or("none".into(), |p| p.to_string())
+        );
+        text(StatusCode::SERVICE_UNAVAILABLE, why)
+    }
+}
+
+/// The whole server: one match on method and path.
+pub fn respond(method: &Method, path: &str, snapshot: &Snapshot) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD: this server is read-only\n".into(),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/livez" => probe_answer(snapshot.live, "live", snapshot),
+        "/readyz" => probe_answer(snapshot.ready, "ready", snapshot),
+        "/startupz" => probe_answer(snapshot.started, "started", snapshot),
+        "/status" => {
+            let mut response = text(StatusCode::OK, snapshot.to_status_json() + "\n");
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, snapshot.to_metrics());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /livez, /readyz, /startupz, /status or /metrics\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,906 @@
+//! The one state machine: what keepwell does about each fact it learns.
+//!
+//! `Machine::step(event, now)` is pure: no clocks, no syscalls, no logging. Facts come in as
+//! [`Event`]s (a signal arrived, the child exited, a probe finished, a deadline passed); the
+//! machine answers with [`Action`]s for the supervisor to carry out and with [`Report`]s worth a
+//! log line. Everything else — `/readyz`, `keepwell check`, the restart policy — reads the same
+//! [`View`], so there is one verdict on the app's health.
+//!
+//! # Phases
+//!
+//! | from | event | to | why |
+//! | --- | --- | --- | --- |
+//! | Idle | Start | Spawning | the supervisor is ready: start the app |
+//! | Spawning | ChildSpawned | Running | the child runs; health starts as `starting` (or `healthy` without a health URL) |
+//! | Spawning | SpawnFailed | Exited(126/127) | COMMAND cannot run; retrying would fail the same way |
+//! | Running | Signal(TERM/INT/QUIT) | Draining | `--drain` > 0: readiness drops first so load balancers stop sending traffic |
+//! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain: the child gets the stop signal at once |
+//! | Running | Signal(other) | Running | forwarded (after `--rewrite`) to the child or its group |
+//! | Running | ProbeDone → unhealthy | Stopping(restart) | `--on-unhealthy restart` and the restart budget allows it |
+//! | Running | ProbeDone → unhealthy | Stopping(exit 3) | `--on-unhealthy exit`, so the orchestrator replaces the container |
+//! | Running | ProbeDone → unhealthy | Stopping(exit 4) | restart wanted but the budget is spent: show the crash loop |
+//! | Running | ChildExited | Stopping(restart) | `--restart always`, or `on-failure` and it failed, budget allowing |
+//! | Running | ChildExited | Stopping(exit) | no restart: keepwell exits with the child's status once the group is gone |
+//! | Draining | Tick past the drain | Stopping(exit) | the drain is over: now the child gets the stop signal |
+//! | Draining | second TERM/INT/QUIT | Stopping(exit) | the user is impatient: skip the rest of the drain |
+//! | Stopping | ChildExited | Stopping | what the child left in its group gets the stop signal |
+//! | Stopping | Tick past grace | Stopping | SIGKILL to the whole group: the grace is over |
+//! | Stopping | second TERM/INT/QUIT | Stopping | SIGKILL to the whole group at once, as tini and docker users expect |
+//! | Stopping(restart) | TERM/INT/QUIT | Stopping(exit) | a stop from outside beats a restart in progress |
+//! | Stopping | GroupGone | Backoff / Exited | the child and its leftovers are gone: restart later, or exit |
+//! | Backoff | Tick past the delay | Spawning | the backoff is over: spawn again |
+//! | Backoff | TERM/INT/QUIT | Exited(128+N) | nothing runs, so there is nothing to wait for |
+//!
+//! # Health (Docker's HEALTHCHECK semantics, plus Kubernetes' success threshold)
+//!
+//! | from | probe | to | why |
+//! | --- | --- | --- | --- |
+//! | starting | success | healthy | the first success ends the start period |
+//! | starting | failure inside the start period | starting | boot time: failures do not count |
+//! | starting | `retries` failures after the start period | unhealthy | it never came up |
+//! | healthy | `retries` consecutive failures | unhealthy | one failure is noise; `retries` is a pattern |
+//! | healthy | success | healthy | resets the failure count |
+//! | unhealthy | `success_threshold` consecutive successes | healthy | recovered (under `--on-unhealthy ignore`) |
+//!
+//! Probes come every `start_interval` inside the start period and every `interval` after it,
+//! measured from the end of one probe to the start of the next.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+/// keepwell's own exit code when the app stayed unhealthy under `--on-unhealthy exit`.
+pub const EXIT_UNHEALTHY: i32 = 3;
+/// keepwell's own exit code when more than `--max-restarts` restarts fell inside the window.
+pub const EXIT_RESTARTS_EXHAUSTED: i32 = 4;
+
+/// The first backoff before a restart; it doubles for every restart already in the window.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest backoff, however many restarts came before.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After SIGKILL, how long to wait for the group to empty before giving up on it (a zombie whose
+/// parent is outside the group would otherwise keep keepwell waiting forever).
+const AFTER_KILL_LIMIT: Duration = Duration::from_secs(2);
+
+/// What `--restart` says to do when the child exits by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+}
+
+/// What `--on-unhealthy` says to do when the app stays unhealthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnUnhealthy {
+    Restart,
+    Exit,
+    Ignore,
+}
+
+/// The health timing of `--health-*`; present only when there is a health URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthTiming {
+    pub interval: Duration,
+    pub start_period: Duration,
+    pub start_interval: Duration,
+    pub retries: u32,
+    pub success_threshold: u32,
+}
+
+/// Everything the machine's policy depends on, already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub stop_signal: Signal,
+    pub grace: Duration,
+    pub drain: Duration,
+    pub rewrites: BTreeMap<Signal, Signal>,
+    pub signal_group: bool,
+    pub restart: RestartPolicy,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub health: Option<HealthTiming>,
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// How a child ended, as waitpid reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention Docker and Kubernetes show: the code, or 128+N for signal N.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        }
+    }
+
+    fn is_success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+/// The app's health as Docker names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// A fact the supervisor learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The supervisor is set up: start the app.
+    Start,
+    ChildSpawned {
+        pid: i32,
+    },
+    /// COMMAND could not be executed; the code is 126 or 127.
+    SpawnFailed {
+        code: i32,
+    },
+    /// The child (not some other reaped orphan) exited.
+    ChildExited {
+        pid: i32,
+        status: ExitStatus,
+    },
+    /// The process group of the last child has no member left.
+    GroupGone,
+    /// keepwell received this signal (SIGCHLD never comes here: it is the reaper's).
+    Signal(Signal),
+    /// A probe finished: success or failure, with what a person would want to know.
+    ProbeDone {
+        ok: bool,
+        detail: String,
+    },
+    /// Time passed; the machine checks its deadlines.
+    Tick,
+}
+
+/// Who gets a signal: the child alone or its whole process group (pgid == child pid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Child(i32),
+    Group(i32),
+}
+
+/// What the supervisor must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Spawn,
+    Signal {
+        target: Target,
+        signal: Signal,
+    },
+    StartProbe,
+    /// A probe in flight belongs to a child that is going away: drop it.
+    CancelProbe,
+    Exit(i32),
+}
+
+/// Why keepwell is stopping the child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// TERM, INT or QUIT reached keepwell.
+    Requested(Signal),
+    Unhealthy,
+    ChildExited(ExitStatus),
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCause::Requested(signal) => write!(f, "keepwell received {signal}"),
+            StopCause::Unhealthy => write!(f, "the app stayed unhealthy"),
+            StopCause::ChildExited(status) => write!(f, "{}", describe_status(*status)),
+        }
+    }
+}
+
+/// A line worth logging; the supervisor formats it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    HealthChanged {
+        from: Health,
+        to: Health,
+        detail: String,
+    },
+    Draining {
+        signal: Signal,
+        for_: Duration,
+    },
+    Stopping {
+        cause: StopCause,
+        signal: Signal,
+        grace: Duration,
+    },
+    LeftoversSignalled {
+        signal: Signal,
+    },
+    Killed {
+        reason: &'static str,
+    },
+    RestartScheduled {
+        cause: StopCause,
+        delay: Duration,
+        restarts_in_window: u32,
+    },
+    GivingUp {
+        restarts_in_window: u32,
+        window: Duration,
+    },
+    Forwarded {
+        received: Signal,
+        sent: Signal,
+        target: Target,
+    },
+    Exiting {
+        code: i32,
+        why: String,
+    },
+}
+
+/// Why keepwell will exit once the child's group is gone; each has its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExitReason {
+    /// With the child's own status (container semantics).
+    ChildStatus,
+    /// `--on-unhealthy exit`.
+    Unhealthy,
+    /// More than `--max-restarts` restarts inside `--restart-window`.
+    RestartsExhausted,
+}
+
+/// What happens once the child's group is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum After {
+    Exit(ExitReason),
+    Restart(StopCause),
+}
+
+/// The health of the current child and when to probe it next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HealthTrack {
+    health: Health,
+    spawned_at: Instant,
+    /// The start period ended early with the first success.
+    start_period_ended: bool,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    probe_due: Option<Instant>,
+    probing: bool,
+    healthy_once: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Spawning,
+    Running {
+        pid: i32,
+        track: HealthTrack,
+    },
+    Draining {
+        pid: i32,
+        track: HealthTrack,
+        until: Instant,
+        signal: Signal,
+        received: Signal,
+    },
+    Stopping {
+        pid: i32,
+        child_status: Option<ExitStatus>,
+        deadline: Instant,
+        killed: bool,
+        requested: bool,
+        after: After,
+    },
+    Backoff {
+        until: Instant,
+    },
+    Exited(i32),
+}
+
+/// What the rest of keepwell may know of the machine: a copy, never a reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub phase: &'static str,
+    pub health: Health,
+    pub child_pid: Option<i32>,
+    /// `/livez`: a running child that is not unhealthy.
+    pub live: bool,
+    /// `/readyz`: healthy, and not draining or stopping.
+    pub ready: bool,
+    /// `/startupz`: healthy at least once since the child last started.
+    pub started: bool,
+    pub restarts: u64,
+}
+
+/// The supervisor's policy, as a value: feed it events, carry out its actions.
+#[derive(Debug)]
+pub struct Machine {
+    policy: Policy,
+    phase: Phase,
+    restart_times: VecDeque<Instant>,
+    restarts_total: u64,
+}
+
+/// What one step produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub actions: Vec<Action>,
+    pub reports: Vec<Report>,
+}
+
+impl Step {
+    fn act(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+    fn report(&mut self, report: Report) {
+        self.reports.push(report);
+    }
+}
+
+fn is_stop_request(signal: Signal) -> bool {
+    matches!(signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)
+}
+
+impl Machine {
+    pub fn new(policy: Policy) -> Self {
+        Machine {
+            policy,
+            phase: Phase::Idle,
+            restart_times: VecDeque::new(),
+            restarts_total: 0,
+        }
+    }
+
+    /// The earliest moment at which a `Tick` may change something.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Running { track, .. } => track.probe_due.filter(|_| !track.probing),
+            Phase::Draining { until, .. } => Some(*until),
+            Phase::Stopping { deadline, .. } => Some(*deadline),
+            Phase::Backoff { until } => Some(*until),
+            Phase::Idle | Phase::Spawning | Phase::Exited(_) => None,
+        }
+    }
+
+    /// The process group the supervisor should watch for emptiness, once the child is gone.
+    pub fn awaiting_group(&self) -> Option<i32> {
+        match &self.phase {
+            Phase::Stopping {
+                pid,
+                child_status: Some(_),
+                ..
+            } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    pub fn view(&self) -> View {
+        let (phase, health, child_pid, started) = match &self.phase {
+            Phase::Idle => ("idle", Health::Starting, None, false),
+            Phase::Spawning => ("starting", Health::Starting, None, false),
+            Phase::Running { pid, track } => {
+                ("running", track.health, Some(*pid), track.healthy_once)
+            }
+            Phase::Draining { pid, track, .. } => {
+                ("draining", track.health, Some(*pid), track.healthy_once)
+            }
+            Phase::Stopping {
+                pid, child_status, ..
+            } => (
+                "stopping",
+                Health::Unhealthy,
+                child_status.is_none().then_some(*pid),
+                false,
+            ),
+            Phase::Backoff { .. } => ("restarting", Health::Starting, None, false),
+            Phase::Exited(_) => ("exited", Health::Unhealthy, None, false),
+        };
+        let running = matches!(self.phase, Phase::Running { .. } | Phase::Draining { .. });
+        View {
+            phase,
+            health,
+            child_pid,
+            live: running && health != Health::Unhealthy,
+            ready: matches!(self.phase, Phase::Running { .. }) && health == Health::Healthy,
+            started,
+            restarts: self.restarts_total,
+        }
+    }
+
+    /// Feed one event; get back what to do.
+    pub fn step(&mut self, event: Event, now: Instant) -> Step {
+        let mut out = Step::default();
+        match event {
+            Event::Start => {
+                if self.phase == Phase::Idle {
+                    self.phase = Phase::Spawning;
+                    out.act(Action::Spawn);
+                }
+            }
+            Event::ChildSpawned { pid } => {
+                if self.phase == Phase::Spawning {
+                    let track = self.new_track(now);
+                    self.phase = Phase::Running { pid, track };
+                }
+            }
+            Event::SpawnFailed { code } => {
+                self.exit(code, "COMMAND could not be started".into(), &mut out);
+            }
+            Event::ChildExited { pid, status } => self.on_child_exited(pid, status, now, &mut out),
+            Event::GroupGone => self.on_group_gone(now, &mut out),
+            Event::Signal(signal) => self.on_signal(signal, now, &mut out),
+            Event::ProbeDone { ok, detail } => self.on_probe(ok, detail, now, &mut out),
+            Event::Tick => self.on_tick(now, &mut out),
+        }
+        out
+    }
+
+    fn new_track(&self, now: Instant) -> HealthTrack {
+        match &self.policy.health {
+            Some(timing) => HealthTrack {
+                health: Health::Starting,
+                spawned_at: now,
+                start_period_ended: false,
+                consecutive_failures: 0,
+                consecutive_successes: 0,
+                probe_due: Some(now + timing.start_interval),
+                probing: false,
+                healthy_once: false,
+            },
+            // Without a health URL the app is healthy while the child runs.
+            None => HealthTrack {
+                health: Health::Healthy,
+                spawned_at: now,
+                start_period_ended: true,
+                consecutive_failures: 0,
+                consecutive_successes: 0,
+                probe_due: None,
+                probing: false,
+                healthy_once: true,
+            },
+        }
+    }
+
+    fn exit(&mut self, code: i32, why: String, out: &mut Step) {
+        self.phase = Phase::Exited(code);
+        out.report(Report::Exiting { code, why });
+        out.act(Action::Exit(code));
+    }
+
+    /// The signal the child gets for a stop request: a `--rewrite` of what keepwell received
+    /// wins over `--stop-signal`.
+    fn stop_signal_for(&self, received: Option<Signal>) -> Signal {
+        received
+            .and_then(|r| self.policy.rewrites.get(&r).copied())
+            .unwrap_or(self.policy.stop_signal)
+    }
+
+    fn target(&self, pid: i32) -> Target {
+        if self.policy.signal_group {
+            Target::Group(pid)
+        } else {
+            Target::Child(pid)
+        }
+    }
+
+    fn restarts_in_window(&mut self, now: Instant) -> u32 {
+        while let Some(&oldest) = self.restart_times.front() {
+            if now.saturating_duration_since(oldest) >= self.policy.restart_window {
+                self.restart_times.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.restart_times.len() as u32
+    }
+
+    /// A restart is wanted: either the budget allows it, or keepwell gives up with its own code.
+    fn after_restart_wanted(&mut self, cause: StopCause, now: Instant, out: &mut Step) -> After {
+        let in_window = self.restarts_in_window(now);
+        if in_window >= self.policy.max_restarts {
+            out.report(Report::GivingUp {
+                restarts_in_window: in_window,
+                window: self.policy.restart_window,
+            });
+            After::Exit(ExitReason::RestartsExhausted)
+        } else {
+            After::Restart(cause)
+        }
+    }
+
+    /// Begin stopping a running child: stop signal now, SIGKILL to the group at the deadline.
+    fn begin_stop(
+        &mut self,
+        pid: i32,
+        cause: StopCause,
+        received: Option<Signal>,
+        after: After,
+        now: Instant,
+        out: &mut Step,
+    ) {
+        let signal = self.stop_signal_for(received);
+        out.act(Action::CancelProbe);
+        out.act(Action::Signal {
+            target: self.target(pid),
+            signal,
+        });
+        out.report(Report::Stopping {
+            cause,
+            signal,
+            grace: self.policy.grace,
+        });
+        self.phase = Phase::Stopping {
+            pid,
+            child_status: None,
+            deadline: now + self.policy.grace,
+            killed: false,
+            requested: received.is_some(),
+            after,
+        };
+    }
+
+    fn on_child_exited(&mut self, pid: i32, status: ExitStatus, now: Instant, out: &mut Step) {
+        match &mut self.phase {
+            Phase::Running { pid: child, .. } | Phase::Draining { pid: child, .. }
+                if *child == pid =>
+            {
+                let requested = matches!(self.phase, Phase::Draining { .. });
+                let wants_restart = !requested
+                    && match self.policy.restart {
+                        RestartPolicy::No => false,
+                        RestartPolicy::OnFailure => !status.is_success(),
+                        RestartPolicy::Always => true,
+                    };
+                let cause = StopCause::ChildExited(status);
+                let after = if wants_restart {
+                    self.after_restart_wanted(cause, now, out)
+                } else {
+                    After::Exit(ExitReason::ChildStatus)
+                };
+                // The child is gone; what it left in its group gets the stop signal now and
+                // SIGKILL after a full grace period.
+                let signal = self.policy.stop_signal;
+                out.act(Action::CancelProbe);
+                out.act(Action::Signal {
+                    target: Target::Group(pid),
+                    signal,
+                });
+                self.phase = Phase::Stopping {
+                    pid,
+                    child_status: Some(status),
+                    deadline: now + self.policy.grace,
+                    killed: false,
+                    requested,
+                    after,
+                };
+            }
+            Phase::Stopping {
+                pid: child,
+                child_status,
+                killed,
+                ..
+            } if *child == pid && child_status.is_none() => {
+                *child_status = Some(status);
+                if !*killed {
+                    let signal = self.policy.stop_signal;
+                    out.act(Action::Signal {
+                        target: Target::Group(pid),
+                        signal,
+                    });
+                    out.report(Report::LeftoversSignalled { signal });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_group_gone(&mut self, now: Instant, out: &mut Step) {
+        let Phase::Stopping {
+            child_status: Some(status),
+            after,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        let status = *status;
+        match after.clone() {
+            After::Exit(reason) => {
+                let (code, why) = match reason {
+                    ExitReason::ChildStatus => (status.exit_code(), describe_status(status)),
+                    ExitReason::Unhealthy => (
+                        EXIT_UNHEALTHY,
+                        "the app stayed unhealthy (--on-unhealthy exit)".to_string(),
+                    ),
+                    ExitReason::RestartsExhausted => (
+                        EXIT_RESTARTS_EXHAUSTED,
+                        "too many restarts inside --restart-window (--max-restarts)".to_string(),
+                    ),
+                };
+                self.exit(code, why, out);
+            }
+            After::Restart(cause) => {
+                let in_window = self.restarts_in_window(now);
+                let delay = FIRST_BACKOFF
+                    .saturating_mul(1u32 << in_window.min(5))
+                    .min(MAX_BACKOFF);
+                self.restart_times.push_back(now);
+                self.restarts_total += 1;
+                out.report(Report::RestartScheduled {
+                    cause,
+                    delay,
+                    restarts_in_window: in_window + 1,
+                });
+                self.phase = Phase::Backoff { until: now + delay };
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signal: Signal, now: Instant, out: &mut Step) {
+        let stop = is_stop_request(signal);
+        match self.phase.clone() {
+            Phase::Running { pid, track } if stop => {
+                if self.policy.drain > Duration::ZERO {
+                    let sent = self.stop_signal_for(Some(signal));
+                    out.report(Report::Draining {
+                        signal,
+                        for_: self.policy.drain,
+                    });
+                    self.phase = Phase::Draining {
+                        pid,
+                        track,
+                        until: now + self.policy.drain,
+                        signal: sent,
+                        received: signal,
+                    };
+                } else {
+                    let cause = StopCause::Requested(signal);
+                    self.begin_stop(
+                        pid,
+                        cause,
+                        Some(signal),
+                        After::Exit(ExitReason::ChildStatus),
+                        now,
+                        out,
+                    );
+                }
+            }
+            Phase::Draining { pid, received, .. } if stop => {
+                let cause = StopCause::Requested(received);
+                self.begin_stop(
+                    pid,
+                    cause,
+                    Some(received),
+                    After::Exit(ExitReason::ChildStatus),
+                    now,
+                    out,
+                );
+            }
+            Phase::Stopping {
+                pid,
+                requested,
+                killed,
+                ..
+            } if stop => {
+                if requested {
+                    if !killed {
+                        self.kill(
+                            pid,
+                            "a second stop signal arrived during the grace period",
+                            now,
+                            out,
+                        );
+                    }
+                } else if let Phase::Stopping {
+                    requested, after, ..
+                } = &mut self.phase
+                {
+                    // A stop from outside turns a restart in progress into an exit; the
+                    // grace already running stays.
+                    *requested = true;
+                    *after = After::Exit(ExitReason::ChildStatus);
+                }
+            }
+            Phase::Backoff { .. } | Phase::Spawning | Phase::Idle if stop => {
+                self.exit(
+                    128 + signal as i32,
+                    format!("{signal} arrived while no child was running"),
+                    out,
+                );
+            }
+            Phase::Running { pid, .. }
+            | Phase::Draining { pid, .. }
+            | Phase::Stopping {
+                pid,
+                child_status: None,
+                ..
+            } => {
+                let sent = self.policy.rewrites.get(&signal).copied().unwrap_or(signal);
+                let target = self.target(pid);
+                out.act(Action::Signal {
+                    target,
+                    signal: sent,
+                });
+                out.report(Report::Forwarded {
+                    received: signal,
+                    sent,
+                    target,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn kill(&mut self, pid: i32, reason: &'static str, now: Instant, out: &mut Step) {
+        out.act(Action::Signal {
+            target: Target::Group(pid),
+            signal: Signal::SIGKILL,
+        });
+        out.report(Report::Killed { reason });
+        if let Phase::Stopping {
+            killed, deadline, ..
+        } = &mut self.phase
+        {
+            *killed = true;
+            *deadline = now + AFTER_KILL_LIMIT;
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Step) {
+        match self.phase.clone() {
+            Phase::Running { track, .. }
+                if !track.probing && track.probe_due.is_some_and(|due| due <= now) =>
+            {
+                if let Phase::Running { track, .. } = &mut self.phase {
+                    track.probing = true;
+                }
+                out.act(Action::StartProbe);
+            }
+            Phase::Draining {
+                pid,
+                until,
+                received,
+                ..
+            } if until <= now => {
+                let cause = StopCause::Requested(received);
+                self.begin_stop(
+                    pid,
+                    cause,
+                    Some(received),
+                    After::Exit(ExitReason::ChildStatus),
+                    now,
+                    out,
+                );
+            }
+            Phase::Stopping {
+                pid,
+                deadline,
+                killed,
+                ..
+            } if deadline <= now => {
+                if killed {
+                    // SIGKILL went out a while ago and something still holds the group (a
+                    // zombie whose parent lives elsewhere): stop waiting for it.
+                    self.on_group_gone_forced(now, out);
+                } else {
+                    self.kill(pid, "the grace period ran out", now, out);
+                }
+            }
+            Phase::Backoff { until } if until <= now => {
+                self.phase = Phase::Spawning;
+                out.act(Action::Spawn);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_group_gone_forced(&mut self, now: Instant, out: &mut Step) {
+        if let Phase::Stopping { child_status, .. } = &mut self.phase {
+            // The child itself was killed if it had not exited yet.
+            child_status.get_or_insert(ExitStatus::Signaled(Signal::SIGKILL as i32));
+        }
+        self.on_group_gone(now, out);
+    }
+
+    fn on_probe(&mut self, ok: bool, detail: String, now: Instant, out: &mut Step) {
+        let Some(timing) = self.policy.health.clone() else {
+            return;
+        };
+        let (pid, track) = match &mut self.phase {
+            Phase::Running { pid, track } | Phase::Draining { pid, track, .. } => (*pid, track),
+            _ => return,
+        };
+        track.probing = false;
+        let in_start_period = !track.start_period_ended
+            && now.saturating_duration_since(track.spawned_at) < timing.start_period;
+        let before = track.health;
+        if ok {
+            track.consecutive_failures = 0;
+            track.consecutive_successes += 1;
+            track.start_period_ended = true;
+            let recovered = match before {
+                Health::Starting => true,
+                Health::Unhealthy => track.consecutive_successes >= timing.success_threshold,
+                Health::Healthy => false,
+            };
+            if recovered {
+                track.health = Health::Healthy;
+                track.healthy_once = true;
+            }
+        } else {
+            track.consecutive_successes = 0;
+            if !in_start_period {
+                track.consecutive_failures += 1;
+                if track.consecutive_failures >= timing.retries {
+                    track.health = Health::Unhealthy;
+                }
+            }
+        }
+        let still_starting = !track.start_period_ended
+            && now.saturating_duration_since(track.spawned_at) < timing.start_period;
+        let interval = if still_starting {
+            timing.start_interval
+        } else {
+            timing.interval
+        };
+        track.probe_due = Some(now + interval);
+        let after = track.health;
+        if after == before {
+            return;
+        }
+        out.report(Report::HealthChanged {
+            from: before,
+            to: after,
+            detail,
+        });
+        if after != Health::Unhealthy || !matches!(self.phase, Phase::Running { .. }) {
+            return;
+        }
+        match self.policy.on_unhealthy {
+            OnUnhealthy::Ignore => {}
+            OnUnhealthy::Exit => {
+                let after = After::Exit(ExitReason::Unhealthy);
+                self.begin_stop(pid, StopCause::Unhealthy, None, after, now, out);
+            }
+            OnUnhealthy::Restart => {
+                let after = self.after_restart_wanted(StopCause::Unhealthy, now, out);
+                self.begin_stop(pid, StopCause::Unhealthy, None, after, now, out);
+            }
+        }
+    }
+}
+
+/// "exited with code 3", "killed by SIGTERM": for the exit line.
+pub fn describe_status(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("the child exited with code {code}"),
+        ExitStatus::Signaled(n) => match Signal::try_from(n) {
+            Ok(signal) => format!("the child was killed by {signal}"),
+            Err(_) => format!("the child was killed by signal {n}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

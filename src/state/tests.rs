@@ -1,0 +1,612 @@
+//! The state machine, edge by edge, on a fake clock: `t(ms)` is a moment after a fixed origin.
+
+use super::*;
+
+fn origin() -> Instant {
+    // One origin per test run; every moment is an offset from it, so no test reads the clock.
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn t(ms: u64) -> Instant {
+    origin() + Duration::from_millis(ms)
+}
+
+fn timing() -> HealthTiming {
+    HealthTiming {
+        interval: Duration::from_secs(10),
+        start_period: Duration::from_secs(60),
+        start_interval: Duration::from_secs(1),
+        retries: 3,
+        success_threshold: 1,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        stop_signal: Signal::SIGTERM,
+        grace: Duration::from_secs(8),
+        drain: Duration::ZERO,
+        rewrites: BTreeMap::new(),
+        signal_group: false,
+        restart: RestartPolicy::No,
+        max_restarts: 5,
+        restart_window: Duration::from_secs(300),
+        health: None,
+        on_unhealthy: OnUnhealthy::Restart,
+    }
+}
+
+const PID: i32 = 100;
+
+/// A machine with its child running since t(0).
+fn running(policy: Policy) -> Machine {
+    let mut m = Machine::new(policy);
+    assert_eq!(m.step(Event::Start, t(0)).actions, vec![Action::Spawn]);
+    m.step(Event::ChildSpawned { pid: PID }, t(0));
+    m
+}
+
+fn probing(policy: Policy) -> Machine {
+    running(Policy {
+        health: policy.health.clone().or(Some(timing())),
+        ..policy
+    })
+}
+
+fn signal_to(target: Target, signal: Signal) -> Action {
+    Action::Signal { target, signal }
+}
+
+fn probe(m: &mut Machine, ok: bool, at: u64) -> Step {
+    m.step(Event::Tick, t(at));
+    m.step(
+        Event::ProbeDone {
+            ok,
+            detail: if ok { "200 OK" } else { "500" }.into(),
+        },
+        t(at),
+    )
+}
+
+fn exit_code(step: &Step) -> Option<i32> {
+    step.actions.iter().find_map(|a| match a {
+        Action::Exit(code) => Some(*code),
+        _ => None,
+    })
+}
+
+// --- process lifecycle -------------------------------------------------------------------
+
+#[test]
+fn start_spawns_once_and_spawned_child_runs_healthy_without_health_url() {
+    let mut m = running(policy());
+    let view = m.view();
+    assert_eq!(view.child_pid, Some(PID));
+    assert_eq!(view.health, Health::Healthy);
+    assert!(view.live && view.ready && view.started);
+    assert!(m.step(Event::Start, t(1)).actions.is_empty());
+}
+
+#[test]
+fn spawn_failure_exits_with_its_code() {
+    let mut m = Machine::new(policy());
+    m.step(Event::Start, t(0));
+    let step = m.step(Event::SpawnFailed { code: 127 }, t(0));
+    assert_eq!(exit_code(&step), Some(127));
+}
+
+#[test]
+fn child_exit_signals_leftovers_then_exits_with_child_status_when_group_is_gone() {
+    let mut m = running(policy());
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(7),
+        },
+        t(5),
+    );
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Group(PID), Signal::SIGTERM)));
+    assert_eq!(m.awaiting_group(), Some(PID));
+    assert_eq!(exit_code(&m.step(Event::GroupGone, t(6))), Some(7));
+}
+
+#[test]
+fn leftovers_that_outlive_grace_get_sigkill_and_the_child_status_is_kept() {
+    let mut m = running(policy());
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(3),
+        },
+        t(0),
+    );
+    assert_eq!(m.next_deadline(), Some(t(8_000)));
+    let step = m.step(Event::Tick, t(8_000));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
+    assert_eq!(exit_code(&m.step(Event::GroupGone, t(8_010))), Some(3));
+}
+
+#[test]
+fn a_group_that_never_empties_after_sigkill_is_given_up_on() {
+    let mut m = running(policy());
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(0),
+    );
+    m.step(Event::Tick, t(8_000));
+    let step = m.step(Event::Tick, t(8_000) + AFTER_KILL_LIMIT);
+    assert_eq!(exit_code(&step), Some(0));
+}
+
+#[test]
+fn exits_of_other_pids_are_ignored() {
+    let mut m = running(policy());
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID + 1,
+            status: ExitStatus::Code(1),
+        },
+        t(1),
+    );
+    assert!(step.actions.is_empty());
+    assert_eq!(m.view().child_pid, Some(PID));
+}
+
+// --- signals ------------------------------------------------------------------------------
+
+#[test]
+fn ordinary_signals_are_forwarded_to_the_child_or_its_group() {
+    let mut m = running(policy());
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+    ] {
+        let step = m.step(Event::Signal(signal), t(1));
+        assert_eq!(step.actions, vec![signal_to(Target::Child(PID), signal)]);
+    }
+    let mut m = running(Policy {
+        signal_group: true,
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGHUP), t(1));
+    assert_eq!(
+        step.actions,
+        vec![signal_to(Target::Group(PID), Signal::SIGHUP)]
+    );
+}
+
+#[test]
+fn rewrites_apply_to_forwarded_and_stop_signals() {
+    let mut rewrites = BTreeMap::new();
+    rewrites.insert(Signal::SIGUSR1, Signal::SIGUSR2);
+    rewrites.insert(Signal::SIGTERM, Signal::SIGQUIT);
+    let mut m = running(Policy {
+        rewrites,
+        stop_signal: Signal::SIGINT,
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGUSR1), t(1));
+    assert_eq!(
+        step.actions,
+        vec![signal_to(Target::Child(PID), Signal::SIGUSR2)]
+    );
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(2));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Child(PID), Signal::SIGQUIT)));
+}
+
+#[test]
+fn term_int_quit_send_the_stop_signal_then_sigkill_after_grace() {
+    for received in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
+        let mut m = running(Policy {
+            stop_signal: Signal::SIGUSR2,
+            ..policy()
+        });
+        let step = m.step(Event::Signal(received), t(10));
+        assert!(step
+            .actions
+            .contains(&signal_to(Target::Child(PID), Signal::SIGUSR2)));
+        assert!(!m.view().ready, "a stopping app is not ready");
+        assert_eq!(m.next_deadline(), Some(t(8_010)));
+        let step = m.step(Event::Tick, t(8_010));
+        assert!(step
+            .actions
+            .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
+        m.step(
+            Event::ChildExited {
+                pid: PID,
+                status: ExitStatus::Signaled(9),
+            },
+            t(8_011),
+        );
+        assert_eq!(exit_code(&m.step(Event::GroupGone, t(8_012))), Some(137));
+    }
+}
+
+#[test]
+fn a_second_stop_signal_during_grace_kills_at_once() {
+    let mut m = running(policy());
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    let step = m.step(Event::Signal(Signal::SIGINT), t(100));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
+    // A third one does not kill again.
+    assert!(m
+        .step(Event::Signal(Signal::SIGTERM), t(200))
+        .actions
+        .is_empty());
+}
+
+#[test]
+fn a_child_that_exits_on_the_stop_signal_gives_its_own_status() {
+    let mut m = running(policy());
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(50),
+    );
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Group(PID), Signal::SIGTERM)));
+    assert_eq!(exit_code(&m.step(Event::GroupGone, t(51))), Some(0));
+}
+
+#[test]
+fn drain_drops_readiness_first_and_stops_after_the_drain() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(0));
+    assert!(
+        step.actions.is_empty(),
+        "the child keeps serving during the drain"
+    );
+    let view = m.view();
+    assert!(!view.ready && view.live && view.phase == "draining");
+    assert_eq!(m.next_deadline(), Some(t(5_000)));
+    assert!(m.step(Event::Tick, t(4_999)).actions.is_empty());
+    let step = m.step(Event::Tick, t(5_000));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Child(PID), Signal::SIGTERM)));
+}
+
+#[test]
+fn a_second_stop_signal_cuts_the_drain_short() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(100));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Child(PID), Signal::SIGTERM)));
+}
+
+#[test]
+fn stop_request_while_no_child_runs_exits_at_once() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(1),
+        },
+        t(0),
+    );
+    m.step(Event::GroupGone, t(1));
+    assert_eq!(m.view().phase, "restarting");
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(2));
+    assert_eq!(exit_code(&step), Some(143));
+}
+
+// --- restart policy -----------------------------------------------------------------------
+
+/// The child exits and its group empties: both steps' output together.
+fn exit_and_restart(m: &mut Machine, status: ExitStatus, at: u64) -> Step {
+    let mut step = m.step(Event::ChildExited { pid: PID, status }, t(at));
+    let gone = m.step(Event::GroupGone, t(at));
+    step.actions.extend(gone.actions);
+    step.reports.extend(gone.reports);
+    step
+}
+
+#[test]
+fn restart_no_exits_with_the_child() {
+    let mut m = running(policy());
+    let step = exit_and_restart(&mut m, ExitStatus::Code(1), 0);
+    assert_eq!(exit_code(&step), Some(1));
+}
+
+#[test]
+fn restart_on_failure_restarts_failures_only() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::OnFailure,
+        ..policy()
+    });
+    let step = exit_and_restart(&mut m, ExitStatus::Signaled(11), 0);
+    assert!(matches!(step.reports[0], Report::RestartScheduled { .. }));
+    m.step(Event::Tick, t(1_000));
+    m.step(Event::ChildSpawned { pid: PID }, t(1_000));
+    let step = exit_and_restart(&mut m, ExitStatus::Code(0), 2_000);
+    assert_eq!(exit_code(&step), Some(0));
+}
+
+#[test]
+fn backoff_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        max_restarts: 7,
+        ..policy()
+    });
+    let mut now = 0;
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let step = exit_and_restart(&mut m, ExitStatus::Code(1), now);
+        let until = m.next_deadline().expect("backoff deadline");
+        delays.push(until.duration_since(t(now)).as_secs());
+        assert!(matches!(step.reports[0], Report::RestartScheduled { .. }));
+        assert!(m
+            .step(Event::Tick, until - Duration::from_millis(1))
+            .actions
+            .is_empty());
+        now = until.duration_since(origin()).as_millis() as u64;
+        assert_eq!(m.step(Event::Tick, t(now)).actions, vec![Action::Spawn]);
+        m.step(Event::ChildSpawned { pid: PID }, t(now));
+    }
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
+    assert_eq!(m.view().restarts, 7);
+    let step = exit_and_restart(&mut m, ExitStatus::Code(1), now);
+    assert!(step
+        .reports
+        .iter()
+        .any(|r| matches!(r, Report::GivingUp { .. })));
+    assert_eq!(exit_code(&step), Some(EXIT_RESTARTS_EXHAUSTED));
+}
+
+#[test]
+fn restarts_outside_the_window_are_forgotten_and_backoff_resets() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        max_restarts: 1,
+        restart_window: Duration::from_secs(60),
+        ..policy()
+    });
+    exit_and_restart(&mut m, ExitStatus::Code(1), 0);
+    m.step(Event::Tick, t(1_000));
+    m.step(Event::ChildSpawned { pid: PID }, t(1_000));
+    // A healthy window later, the one restart no longer counts: restart again, 1 s backoff.
+    let step = exit_and_restart(&mut m, ExitStatus::Code(1), 61_000);
+    assert_eq!(exit_code(&step), None);
+    assert_eq!(m.next_deadline(), Some(t(62_000)));
+}
+
+#[test]
+fn a_stop_request_during_a_restart_turns_it_into_an_exit() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Restart,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    assert_eq!(m.view().phase, "stopping");
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(31_100));
+    assert!(step.actions.is_empty(), "the grace already running stays");
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(31_200),
+    );
+    assert_eq!(exit_code(&m.step(Event::GroupGone, t(31_300))), Some(0));
+}
+
+// --- health -------------------------------------------------------------------------------
+
+#[test]
+fn probes_come_every_start_interval_in_the_start_period_then_every_interval() {
+    let mut m = probing(policy());
+    assert_eq!(m.view().health, Health::Starting);
+    assert!(!m.view().ready && m.view().live && !m.view().started);
+    assert_eq!(m.next_deadline(), Some(t(1_000)));
+    assert!(m.step(Event::Tick, t(999)).actions.is_empty());
+    assert_eq!(
+        m.step(Event::Tick, t(1_000)).actions,
+        vec![Action::StartProbe]
+    );
+    assert_eq!(
+        m.next_deadline(),
+        None,
+        "no second probe while one is in flight"
+    );
+    m.step(
+        Event::ProbeDone {
+            ok: false,
+            detail: "refused".into(),
+        },
+        t(1_100),
+    );
+    assert_eq!(
+        m.next_deadline(),
+        Some(t(2_100)),
+        "measured from the end of the probe"
+    );
+    let step = probe(&mut m, true, 2_100);
+    assert!(matches!(
+        step.reports[..],
+        [Report::HealthChanged {
+            from: Health::Starting,
+            to: Health::Healthy,
+            ..
+        }]
+    ));
+    assert_eq!(m.next_deadline(), Some(t(12_100)));
+    assert!(m.view().ready && m.view().started);
+}
+
+#[test]
+fn failures_inside_the_start_period_do_not_count() {
+    let mut m = probing(policy());
+    for at in (1..=59).map(|s| s * 1_000) {
+        let step = probe(&mut m, false, at);
+        assert!(step.reports.is_empty(), "at {at}ms");
+    }
+    assert_eq!(m.view().health, Health::Starting);
+}
+
+#[test]
+fn the_start_period_running_out_lets_failures_count() {
+    let mut m = probing(policy());
+    for at in (1..=59).map(|s| s * 1_000) {
+        probe(&mut m, false, at);
+    }
+    probe(&mut m, false, 60_000);
+    probe(&mut m, false, 70_000);
+    assert_eq!(m.view().health, Health::Starting);
+    let step = probe(&mut m, false, 80_000);
+    assert!(matches!(
+        step.reports[0],
+        Report::HealthChanged {
+            to: Health::Unhealthy,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn consecutive_failures_reach_retries_and_a_success_resets_the_count() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Ignore,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    probe(&mut m, false, 11_000);
+    probe(&mut m, false, 21_000);
+    probe(&mut m, true, 31_000);
+    probe(&mut m, false, 41_000);
+    probe(&mut m, false, 51_000);
+    assert_eq!(m.view().health, Health::Healthy);
+    let step = probe(&mut m, false, 61_000);
+    assert_eq!(m.view().health, Health::Unhealthy);
+    assert!(step.actions.is_empty(), "ignore only reports");
+    let view = m.view();
+    assert!(!view.live && !view.ready && view.started);
+}
+
+#[test]
+fn success_threshold_needs_consecutive_successes_to_recover() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Ignore,
+        health: Some(HealthTiming {
+            success_threshold: 2,
+            ..timing()
+        }),
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    probe(&mut m, true, 41_000);
+    probe(&mut m, false, 51_000);
+    probe(&mut m, true, 61_000);
+    assert_eq!(m.view().health, Health::Unhealthy);
+    probe(&mut m, true, 71_000);
+    assert_eq!(m.view().health, Health::Healthy);
+}
+
+#[test]
+fn unhealthy_with_restart_stops_the_child_and_respawns_after_backoff() {
+    let mut m = probing(policy());
+    probe(&mut m, true, 1_000);
+    probe(&mut m, false, 11_000);
+    probe(&mut m, false, 21_000);
+    let step = probe(&mut m, false, 31_000);
+    assert!(step.actions.contains(&Action::CancelProbe));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Child(PID), Signal::SIGTERM)));
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(31_500),
+    );
+    let step = m.step(Event::GroupGone, t(31_500));
+    assert!(matches!(
+        step.reports[0],
+        Report::RestartScheduled {
+            cause: StopCause::Unhealthy,
+            ..
+        }
+    ));
+    assert_eq!(m.step(Event::Tick, t(32_500)).actions, vec![Action::Spawn]);
+    m.step(Event::ChildSpawned { pid: PID + 1 }, t(32_500));
+    let view = m.view();
+    assert_eq!(
+        (view.child_pid, view.health, view.restarts),
+        (Some(PID + 1), Health::Starting, 1)
+    );
+    assert!(!view.started, "startupz is per child start");
+}
+
+#[test]
+fn unhealthy_with_exit_exits_with_its_own_code() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Exit,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(31_100),
+    );
+    assert_eq!(
+        exit_code(&m.step(Event::GroupGone, t(31_100))),
+        Some(EXIT_UNHEALTHY)
+    );
+}
+
+#[test]
+fn probe_results_after_the_child_stopped_are_ignored() {
+    let mut m = probing(policy());
+    m.step(Event::Signal(Signal::SIGTERM), t(500));
+    let step = m.step(
+        Event::ProbeDone {
+            ok: true,
+            detail: "late".into(),
+        },
+        t(600),
+    );
+    assert!(step.reports.is_empty() && step.actions.is_empty());
+}

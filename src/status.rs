@@ -1,0 +1,187 @@
+//! The published snapshot of keepwell's verdict, and its renderings: `/status` JSON,
+//! `/metrics` Prometheus text, and the reply on the container-local socket.
+//!
+//! The supervisor publishes a new `Snapshot` after every step; readers (HTTP server, local
+//! socket) only ever see copies, so nothing they do can touch the state machine.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::Health;
+
+/// The most recent probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastProbe {
+    /// When it finished, in seconds since the Unix epoch.
+    pub at_unix: f64,
+    pub ok: bool,
+    pub detail: String,
+    pub latency_ms: f64,
+}
+
+/// Everything readers may know, as of the last step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub state: Health,
+    pub phase: String,
+    pub child_pid: Option<i32>,
+    pub user: String,
+    pub restarts: u64,
+    pub live: bool,
+    pub ready: bool,
+    pub started: bool,
+    pub draining: bool,
+    pub health_url: Option<String>,
+    pub last_probe: Option<LastProbe>,
+    pub probes_ok: u64,
+    pub probes_failed: u64,
+    pub probe_seconds_sum: f64,
+    pub started_at_unix: f64,
+    pub keepwell_pid: u32,
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Snapshot {
+    pub fn uptime_seconds(&self) -> f64 {
+        (unix_now() - self.started_at_unix).max(0.0)
+    }
+
+    /// `/status`: the snapshot plus the uptime as of now.
+    pub fn to_status_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("uptime_seconds".into(), self.uptime_seconds().into());
+        }
+        value.to_string()
+    }
+
+    /// `/metrics` in the Prometheus text exposition format (0.0.4).
+    pub fn to_metrics(&self) -> String {
+        let mut out = String::with_capacity(1536);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        metric(
+            "keepwell_child_up",
+            "gauge",
+            "1 while the supervised child runs.",
+            &[("", flag(self.child_pid.is_some()))],
+        );
+        let states = [Health::Starting, Health::Healthy, Health::Unhealthy];
+        let labels: Vec<String> = states
+            .iter()
+            .map(|s| format!("{{state=\"{}\"}}", s.as_str()))
+            .collect();
+        let samples: Vec<(&str, f64)> = states
+            .iter()
+            .zip(&labels)
+            .map(|(s, l)| (l.as_str(), flag(*s == self.state)))
+            .collect();
+        metric(
+            "keepwell_health_state",
+            "gauge",
+            "1 for the app's current health state.",
+            &samples,
+        );
+        metric(
+            "keepwell_ready",
+            "gauge",
+            "1 when /readyz answers 200.",
+            &[("", flag(self.ready))],
+        );
+        metric(
+            "keepwell_live",
+            "gauge",
+            "1 when /livez answers 200.",
+            &[("", flag(self.live))],
+        );
+        metric(
+            "keepwell_restarts_total",
+            "counter",
+            "Restarts of the child (after exits or unhealthiness).",
+            &[("", self.restarts as f64)],
+        );
+        metric(
+            "keepwell_probes_total",
+            "counter",
+            "Health probes by result.",
+            &[
+                ("{result=\"success\"}", self.probes_ok as f64),
+                ("{result=\"failure\"}", self.probes_failed as f64),
+            ],
+        );
+        metric(
+            "keepwell_probe_duration_seconds",
+            "summary",
+            "Time health probes took.",
+            &[
+                ("_sum", self.probe_seconds_sum),
+                ("_count", (self.probes_ok + self.probes_failed) as f64),
+            ],
+        );
+        if let Some(last) = &self.last_probe {
+            metric(
+                "keepwell_last_probe_success",
+                "gauge",
+                "1 when the last probe succeeded.",
+                &[("", flag(last.ok))],
+            );
+            metric(
+                "keepwell_last_probe_duration_seconds",
+                "gauge",
+                "Time the last probe took.",
+                &[("", last.latency_ms / 1000.0)],
+            );
+            metric(
+                "keepwell_last_probe_timestamp_seconds",
+                "gauge",
+                "When the last probe finished, in Unix time.",
+                &[("", last.at_unix)],
+            );
+        }
+        metric(
+            "keepwell_uptime_seconds",
+            "gauge",
+            "Seconds since keepwell started.",
+            &[("", self.uptime_seconds())],
+        );
+        out
+    }
+
+    /// The one line `keepwell check` prints for this verdict.
+    pub fn check_line(&self) -> String {
+        let verdict = self.state.as_str();
+        let child = match self.child_pid {
+            Some(pid) => format!("child pid {pid}"),
+            None => format!("no child running ({})", self.phase),
+        };
+        let last = match &self.last_probe {
+            Some(p) => format!(
+                "; last probe {:.0}s ago: {} in {:.1}ms",
+                (unix_now() - p.at_unix).max(0.0),
+                p.detail,
+                p.latency_ms
+            ),
+            None if self.health_url.is_none() => {
+                "; no --health-url, so healthy while the child runs".into()
+            }
+            None => "; no probe has finished yet".into(),
+        };
+        format!(
+            "{verdict}: keepwell (pid {}) reports {child}{last}",
+            self.keepwell_pid
+        )
+    }
+}

@@ -1,0 +1,308 @@
+//! The one task that owns the state machine and carries out what it decides.
+//!
+//! It waits on three things only — the signal queue (SIGCHLD included), the probe in flight,
+//! and the machine's next deadline — turns whatever arrives into events, feeds them to
+//! [`Machine::step`], performs the actions, and publishes a snapshot for the readers. A probe is
+//! just one more future in that wait, so a hung app can never hold up a signal or a reap.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use crate::child;
+use crate::config::Config;
+use crate::probe::{self, ProbeResult, ProbeSpec};
+use crate::reaper;
+use crate::signals::SignalQueue;
+use crate::state::{Action, Event, Machine, Report, Target};
+use crate::status::{unix_now, LastProbe, Snapshot};
+
+type ProbeFuture = Pin<Box<dyn Future<Output = ProbeResult>>>;
+
+pub struct Supervisor {
+    command: Vec<String>,
+    user: Option<crate::privileges::Identity>,
+    probe_spec: Option<ProbeSpec>,
+    take_terminal: bool,
+    machine: Machine,
+    signals: SignalQueue,
+    pending: VecDeque<Event>,
+    child_pid: Option<i32>,
+    probe: Option<ProbeFuture>,
+    snapshot: Snapshot,
+    publish: watch::Sender<Snapshot>,
+}
+
+/// What woke the loop.
+enum Wake {
+    Signals(std::io::Result<Vec<i32>>),
+    Probe(ProbeResult),
+    Deadline,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Config,
+        signals: SignalQueue,
+        held_back: Vec<i32>,
+        take_terminal: bool,
+        publish: watch::Sender<Snapshot>,
+    ) -> Supervisor {
+        let snapshot = publish.borrow().clone();
+        let mut supervisor = Supervisor {
+            command: config.command,
+            user: config.user,
+            probe_spec: config.probe,
+            take_terminal,
+            machine: Machine::new(config.policy),
+            signals,
+            pending: VecDeque::from([Event::Start]),
+            child_pid: None,
+            probe: None,
+            snapshot,
+            publish,
+        };
+        // Signals that came in while keepwell was setting up are handled first, in order.
+        supervisor.on_signals(held_back);
+        supervisor
+    }
+
+    /// Run until the machine says exit; returns keepwell's exit code.
+    pub async fn run(mut self) -> i32 {
+        loop {
+            while let Some(event) = self.pending.pop_front() {
+                let step = self.machine.step(event, Instant::now());
+                step.reports.iter().for_each(log_report);
+                for action in step.actions {
+                    if let Some(code) = self.execute(action) {
+                        self.publish_snapshot();
+                        return code;
+                    }
+                }
+                if self.pending.is_empty() {
+                    if let Some(pgid) = self.machine.awaiting_group() {
+                        if !child::group_alive(pgid) {
+                            self.pending.push_back(Event::GroupGone);
+                        }
+                    }
+                }
+            }
+            self.publish_snapshot();
+
+            let deadline = self.machine.next_deadline();
+            let wake = {
+                let probe = &mut self.probe;
+                tokio::select! {
+                    batch = self.signals.next() => Wake::Signals(batch),
+                    result = async { match probe { Some(p) => p.await, None => std::future::pending().await } } => Wake::Probe(result),
+                    () = async {
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Wake::Deadline,
+                }
+            };
+            match wake {
+                Wake::Signals(Ok(batch)) => self.on_signals(batch),
+                Wake::Signals(Err(e)) => {
+                    tracing::error!("reading signals failed: {e}; keepwell cannot go on as PID 1");
+                    return 1;
+                }
+                Wake::Probe(result) => {
+                    self.probe = None;
+                    self.record_probe(&result);
+                    self.pending.push_back(Event::ProbeDone {
+                        ok: result.ok,
+                        detail: result.detail,
+                    });
+                }
+                Wake::Deadline => self.pending.push_back(Event::Tick),
+            }
+        }
+    }
+
+    fn on_signals(&mut self, batch: Vec<i32>) {
+        for signo in batch {
+            if signo == libc::SIGCHLD {
+                for (pid, status) in reaper::reap_all() {
+                    if Some(pid) == self.child_pid {
+                        self.child_pid = None;
+                        self.pending.push_back(Event::ChildExited { pid, status });
+                    } else {
+                        tracing::debug!(pid, "reaped an orphan");
+                    }
+                }
+                continue;
+            }
+            match Signal::try_from(signo) {
+                Ok(signal) => self.pending.push_back(Event::Signal(signal)),
+                Err(_) => tracing::warn!(
+                    signal = signo,
+                    "received a real-time signal, which keepwell does not forward"
+                ),
+            }
+        }
+    }
+
+    /// Carry out one action; `Some(code)` means exit now.
+    fn execute(&mut self, action: Action) -> Option<i32> {
+        match action {
+            Action::Spawn => {
+                match child::spawn(&self.command, self.user.as_ref(), self.take_terminal) {
+                    Ok(pid) => {
+                        self.child_pid = Some(pid);
+                        tracing::info!(
+                            pid,
+                            user = %self.snapshot.user,
+                            command = ?self.command,
+                            "child started"
+                        );
+                        self.pending.push_back(Event::ChildSpawned { pid });
+                    }
+                    Err(e) => {
+                        tracing::error!(code = e.code, "COMMAND {}", e.message);
+                        self.pending.push_back(Event::SpawnFailed { code: e.code });
+                    }
+                }
+            }
+            Action::Signal { target, signal } => {
+                if let Err(e) = child::send(target, signal) {
+                    tracing::warn!(
+                        ?target,
+                        signal = signal.as_str(),
+                        "sending the signal failed: {e}"
+                    );
+                }
+            }
+            Action::StartProbe => {
+                if let Some(spec) = self.probe_spec.clone() {
+                    self.probe = Some(Box::pin(async move { probe::probe(&spec).await }));
+                }
+            }
+            Action::CancelProbe => self.probe = None,
+            Action::Exit(code) => return Some(code),
+        }
+        None
+    }
+
+    fn record_probe(&mut self, result: &ProbeResult) {
+        let snapshot = &mut self.snapshot;
+        if result.ok {
+            snapshot.probes_ok += 1;
+        } else {
+            snapshot.probes_failed += 1;
+            tracing::debug!(detail = %result.detail, "probe failed");
+        }
+        snapshot.probe_seconds_sum += result.latency.as_secs_f64();
+        snapshot.last_probe = Some(LastProbe {
+            at_unix: unix_now(),
+            ok: result.ok,
+            detail: result.detail.clone(),
+            latency_ms: result.latency.as_secs_f64() * 1000.0,
+        });
+    }
+
+    fn publish_snapshot(&mut self) {
+        let view = self.machine.view();
+        let snapshot = &mut self.snapshot;
+        snapshot.state = view.health;
+        snapshot.phase = view.phase.to_string();
+        snapshot.child_pid = view.child_pid;
+        snapshot.restarts = view.restarts;
+        snapshot.live = view.live;
+        snapshot.ready = view.ready;
+        snapshot.started = view.started;
+        snapshot.draining = view.phase == "draining";
+        let next = snapshot.clone();
+        self.publish.send_if_modified(|current| {
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+}
+
+fn target_text(target: &Target) -> String {
+    match target {
+        Target::Child(pid) => format!("child {pid}"),
+        Target::Group(pgid) => format!("process group {pgid}"),
+    }
+}
+
+/// One log line per event that matters.
+fn log_report(report: &Report) {
+    match report {
+        Report::HealthChanged { from, to, detail } => {
+            let unhealthy = *to == crate::state::Health::Unhealthy;
+            let (from, to) = (from.as_str(), to.as_str());
+            if unhealthy {
+                tracing::warn!(from, to, %detail, "health changed: {from} → {to}");
+            } else {
+                tracing::info!(from, to, %detail, "health changed: {from} → {to}");
+            }
+        }
+        Report::Draining { signal, for_ } => tracing::info!(
+            signal = signal.as_str(),
+            "{} received: /readyz now answers 503; the child is stopped in {}",
+            signal.as_str(),
+            probe::human_duration(*for_)
+        ),
+        Report::Stopping {
+            cause,
+            signal,
+            grace,
+        } => tracing::info!(
+            cause = ?cause,
+            signal = signal.as_str(),
+            "stopping the child with {} ({cause}); SIGKILL after {}",
+            signal.as_str(),
+            probe::human_duration(*grace)
+        ),
+        Report::LeftoversSignalled { signal } => tracing::info!(
+            signal = signal.as_str(),
+            "the child exited; what it left in its process group gets {}",
+            signal.as_str()
+        ),
+        Report::Killed { reason } => {
+            tracing::warn!("SIGKILL to the child's process group: {reason}")
+        }
+        Report::RestartScheduled {
+            cause,
+            delay,
+            restarts_in_window,
+        } => tracing::warn!(
+            restarts_in_window,
+            "restarting in {} because {cause}",
+            probe::human_duration(*delay)
+        ),
+        Report::GivingUp {
+            restarts_in_window,
+            window,
+        } => tracing::error!(
+            "giving up: {restarts_in_window} restarts inside {} already (--max-restarts)",
+            probe::human_duration(*window)
+        ),
+        Report::Forwarded {
+            received,
+            sent,
+            target,
+        } => {
+            if received == sent {
+                tracing::info!("forwarded {} to {}", sent.as_str(), target_text(target));
+            } else {
+                tracing::info!(
+                    "forwarded {} as {} to {}",
+                    received.as_str(),
+                    sent.as_str(),
+                    target_text(target)
+                );
+            }
+        }
+        Report::Exiting { code, why } => tracing::info!(code, "exiting with code {code}: {why}"),
+    }
+}
