@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+pub mod http;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -171,18 +174,22 @@ impl Launch {
             .stdin(self.stdin.unwrap_or(Stdio::null()))
             .stdout(stdout)
             .stderr(stderr);
-        let process = command.spawn().expect("start keepwell");
+        let mut process = command.spawn().expect("start keepwell");
         let outer = process.id() as i32;
         let pid = if self.namespace {
             wait_for(
                 Duration::from_secs(10),
                 "keepwell as PID 1 of the namespace",
                 || {
-                    children_of(outer).first().copied().filter(|&pid| {
+                    let found = children_of(outer).first().copied().filter(|&pid| {
                         fs::read_link(format!("/proc/{pid}/exe"))
                             .map(|exe| exe.to_string_lossy().contains("keepwell"))
                             .unwrap_or(false)
-                    })
+                    });
+                    // A keepwell that is already done leaves nothing to find; `wait_exit` still
+                    // reports its status through `unshare`.
+                    let finished = matches!(process.try_wait(), Ok(Some(_)));
+                    found.or(finished.then_some(outer))
                 },
             )
         } else {
