@@ -1,0 +1,404 @@
+//! `keepwell check`: the curl replacement (`check URL`) against an in-test app, and the
+//! container-local verdict (`check` without a TARGET) reached through a PID namespace as
+//! `docker exec` and HEALTHCHECK reach it, as root and as another user.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::app::{App, Behaviour};
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Run `keepwell check ARGS` to completion.
+fn check(args: &[&str]) -> Output {
+    Command::new(KEEPWELL)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run keepwell check")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Exit code, stdout; stderr must be empty.
+fn run(args: &[&str]) -> (i32, String) {
+    let output = check(args);
+    assert_eq!(stderr(&output), "", "keepwell check {args:?}");
+    (output.status.code().expect("an exit code"), stdout(&output))
+}
+
+/// `healthy: 200 OK from URL in 1.3ms` → the latency text's number checked, the rest returned.
+fn strip_latency(line: &str) -> String {
+    let (rest, latency) = line
+        .trim_end()
+        .rsplit_once(" in ")
+        .unwrap_or_else(|| panic!("no latency in {line:?}"));
+    let ms = latency
+        .strip_suffix("ms")
+        .unwrap_or_else(|| panic!("latency {latency:?} in ms"));
+    let (whole, tenth) = ms
+        .split_once('.')
+        .unwrap_or_else(|| panic!("latency {latency:?} with one decimal"));
+    assert!(
+        whole.parse::<u32>().is_ok() && tenth.len() == 1 && tenth.parse::<u32>().is_ok(),
+        "latency {latency:?}"
+    );
+    rest.to_string()
+}
+
+// --- keepwell check URL ------------------------------------------------------------------
+
+#[test]
+fn ok_exits_0_with_one_line_naming_status_url_and_latency() {
+    let app = App::http(Behaviour::Status(200));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert_eq!(
+        strip_latency(&out),
+        format!("healthy: 200 OK from {}", app.url())
+    );
+}
+
+#[test]
+fn status_500_exits_1() {
+    let app = App::http(Behaviour::Status(500));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!("unhealthy: 500 Internal Server Error from {}\n", app.url())
+    );
+}
+
+#[test]
+fn a_hang_is_bounded_by_timeout() {
+    let app = App::http(Behaviour::Hang);
+    let started = Instant::now();
+    let (code, out) = run(&["--timeout", "500ms", &app.url()]);
+    let took = started.elapsed();
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: no answer within 500ms from {} (is the app hung or overloaded?)\n",
+            app.url()
+        )
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+        "check --timeout 500ms took {took:?}"
+    );
+    assert_eq!(app.requests(), 1);
+}
+
+#[test]
+fn refused_says_is_the_app_listening() {
+    let port = free_port();
+    let (code, out) = run(&[&format!("http://127.0.0.1:{port}/health")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!("unhealthy: connection refused to 127.0.0.1:{port} (is the app listening?)\n")
+    );
+}
+
+#[test]
+fn garbage_is_a_bad_response() {
+    let app = App::http(Behaviour::Garbage);
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(&format!("unhealthy: bad response from {}: ", app.url())),
+        "{out:?}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn an_endless_body_is_read_only_up_to_64_kib() {
+    let app = App::http(Behaviour::Endless);
+    app.set_body("ready");
+    let (code, out) = run(&["--body", "ready", &app.url()]);
+    assert_eq!(code, 0, "{out}");
+    app.set_body("");
+    let (code, out) = run(&["--body", "ready", &app.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: 200 OK from {}, but its body (first 64 KiB) does not contain \"ready\"\n",
+            app.url()
+        )
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_with_one_line_on_stderr() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["ftp://127.0.0.1/health"],
+            "keepwell: TARGET \"ftp://127.0.0.1/health\" is not valid: expected \
+             http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH",
+        ),
+        (
+            &["http://127.0.0.1:99999/health"],
+            "keepwell: TARGET \"http://127.0.0.1:99999/health\" is not valid: port \"99999\" is \
+             not a number from 1 to 65535; expected http://HOST:PORT/PATH",
+        ),
+        (
+            &["--timeout", "0", "http://127.0.0.1:8000/health"],
+            "keepwell: --timeout \"0\" is not valid: expected a duration above zero, such as 1s",
+        ),
+        (
+            &["--status", "2xx", "http://127.0.0.1:8000/health"],
+            "keepwell: --status \"2xx\" is not valid: expected status codes or ranges from 100 \
+             to 599, such as 200-299,304",
+        ),
+        (
+            &["--header", "nocolon", "http://127.0.0.1:8000/health"],
+            "keepwell: --header \"nocolon\" is not valid: expected 'Name: value', such as \
+             'Host: example.com'",
+        ),
+        (
+            &["--status", "200"],
+            "keepwell: --status, --header and --body need a TARGET URL: without one, keepwell \
+             check asks the supervisor, which probes with its own --health-* settings",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = check(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output), format!("{expected}\n"), "{args:?}");
+        assert_eq!(stdout(&output), "", "{args:?}");
+    }
+}
+
+#[test]
+fn status_ranges_decide_success() {
+    let redirect = App::http(Behaviour::Status(302));
+    let (code, out) = run(&[&redirect.url()]);
+    assert_eq!(code, 0, "302 is healthy by default: {out}");
+    assert_eq!(
+        strip_latency(&out),
+        format!("healthy: 302 Found from {}", redirect.url())
+    );
+    let (code, out) = run(&["--status", "200-299", &redirect.url()]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!("unhealthy: 302 Found from {}\n", redirect.url())
+    );
+
+    let error = App::http(Behaviour::Status(503));
+    let (code, _) = run(&["--status", "200-299,503", &error.url()]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn header_sets_the_host_the_app_requires() {
+    let app = App::http(Behaviour::RequireHost("app.example.com".into()));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!("unhealthy: 400 Bad Request from {}\n", app.url())
+    );
+    let (code, out) = run(&["--header", "Host: app.example.com", &app.url()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        app.hosts(),
+        [
+            format!("127.0.0.1:{}", app.port()),
+            "app.example.com".into()
+        ]
+    );
+}
+
+#[test]
+fn body_must_contain_the_text() {
+    let app = App::http(Behaviour::Status(200));
+    app.set_body("{\"status\": \"pass\"}");
+    let (code, out) = run(&["--body", "\"pass\"", &app.url()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&["--body", "\"fail\"", &app.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: 200 OK from {}, but its body (first 64 KiB) does not contain \"\\\"fail\\\"\"\n",
+            app.url()
+        )
+    );
+}
+
+#[test]
+fn quiet_prints_nothing_and_keeps_the_exit_code() {
+    let ok = App::http(Behaviour::Status(200));
+    assert_eq!(run(&["--quiet", &ok.url()]), (0, String::new()));
+    let bad = App::http(Behaviour::Status(500));
+    assert_eq!(run(&["--quiet", &bad.url()]), (1, String::new()));
+}
+
+#[test]
+fn tcp_and_unix_targets() {
+    let app = App::http(Behaviour::Hang);
+    let (code, out) = run(&[&app.tcp_url()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        strip_latency(&out),
+        format!("healthy: connected to {}", app.tcp_url())
+    );
+    let port = free_port();
+    let (code, out) = run(&[&format!("tcp://127.0.0.1:{port}")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!("unhealthy: connection refused to 127.0.0.1:{port} (is the app listening?)\n")
+    );
+
+    let unix = App::unix(Behaviour::Status(200));
+    let (code, out) = run(&[&unix.url()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        strip_latency(&out),
+        format!("healthy: 200 OK from {}", unix.url())
+    );
+}
+
+// --- keepwell check without a TARGET -----------------------------------------------------
+
+/// keepwell as PID 1 of its own PID namespace (sharing the network), probing `app`.
+fn container(app: &App) -> Keepwell {
+    keepwell(&[
+        "--health-url",
+        &app.url(),
+        "--health-interval",
+        "200ms",
+        "--health-start-interval",
+        "100ms",
+        "--health-timeout",
+        "300ms",
+        "--health-start-period",
+        "0",
+        "--health-retries",
+        "1",
+        "--on-unhealthy",
+        "ignore",
+        "--grace",
+        "1s",
+        "--",
+        "sleep",
+        "1000",
+    ])
+    .pid1()
+    .start()
+}
+
+const NOBODY: &[&str] = &[
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+];
+
+/// `keepwell check` run inside the container, optionally as nobody: exit code and stdout.
+fn check_inside(kw: &Keepwell, as_nobody: bool) -> (i32, String) {
+    let mut args: Vec<&str> = Vec::new();
+    if as_nobody {
+        args.extend(NOBODY);
+    }
+    args.extend([KEEPWELL, "check"]);
+    let output = kw.exec(&args).output().expect("nsenter keepwell check");
+    assert_eq!(stderr(&output), "", "keepwell check inside: {args:?}");
+    (output.status.code().expect("an exit code"), stdout(&output))
+}
+
+#[test]
+fn without_target_it_asks_the_supervisor_of_its_container_as_any_user() {
+    let app = App::http(Behaviour::Status(200));
+    let kw = container(&app);
+    kw.wait_log(DEADLINE, "health changed: starting → healthy");
+    for as_nobody in [false, true] {
+        let (code, out) = check_inside(&kw, as_nobody);
+        assert_eq!(code, 0, "as nobody: {as_nobody}: {out}");
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(
+            out.starts_with("healthy: keepwell (pid 1) reports child pid "),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(&format!("200 OK from {}", app.url())),
+            "{out:?}"
+        );
+    }
+
+    app.set(Behaviour::Status(500));
+    kw.wait_log(DEADLINE, "health changed: healthy → unhealthy");
+    for as_nobody in [false, true] {
+        let (code, out) = check_inside(&kw, as_nobody);
+        assert_eq!(code, 1, "as nobody: {as_nobody}: {out}");
+        assert!(
+            out.starts_with("unhealthy: keepwell (pid 1) reports"),
+            "{out:?}"
+        );
+        assert!(out.contains("500 Internal Server Error"), "{out:?}");
+    }
+}
+
+#[test]
+fn without_target_and_no_supervisor_it_says_so_and_exits_1() {
+    let output = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            KEEPWELL,
+            "check",
+        ])
+        .output()
+        .expect("run keepwell check in a fresh namespace");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "unhealthy: no keepwell supervisor answers in this container (is keepwell the \
+         ENTRYPOINT? to probe an app directly, use keepwell check http://127.0.0.1:PORT/health)\n"
+    );
+}
+
+#[test]
+fn two_containers_on_one_network_each_read_their_own_verdict() {
+    let good_app = App::http(Behaviour::Status(200));
+    let bad_app = App::http(Behaviour::Status(500));
+    let good = container(&good_app);
+    let bad = container(&bad_app);
+    good.wait_log(DEADLINE, "health changed: starting → healthy");
+    bad.wait_log(DEADLINE, "health changed: starting → unhealthy");
+    for _ in 0..3 {
+        for as_nobody in [false, true] {
+            let (code, out) = check_inside(&good, as_nobody);
+            assert_eq!(code, 0, "{out}");
+            assert!(out.contains(&good_app.url()), "{out}");
+            let (code, out) = check_inside(&bad, as_nobody);
+            assert_eq!(code, 1, "{out}");
+            assert!(out.contains(&bad_app.url()), "{out}");
+        }
+    }
+}
