@@ -83,12 +83,13 @@ impl Supervisor {
                         return code;
                     }
                 }
-                if self.pending.is_empty() {
-                    if let Some(pgid) = self.machine.awaiting_group() {
-                        if !child::group_alive(pgid) {
-                            self.pending.push_back(Event::GroupGone);
-                        }
-                    }
+            }
+            // Checked after every wake, not only after events: the last leftover of the
+            // group is usually an orphan whose reaping produces no event of its own.
+            if let Some(pgid) = self.machine.awaiting_group() {
+                if !child::group_alive(pgid) {
+                    self.pending.push_back(Event::GroupGone);
+                    continue;
                 }
             }
             self.publish_snapshot();

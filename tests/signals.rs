@@ -243,9 +243,12 @@ fn leftovers_in_the_group_are_cleaned_up_and_the_child_status_is_kept() {
         let dir = tempfile::tempdir().expect("dir");
         let pidfile = dir.path().join("leftover");
         // The leftover ignores TERM, so it needs the SIGKILL after the grace period.
+        let ready = dir.path().join("ready");
         let script = format!(
-            "sh -c 'trap \"\" TERM; while :; do sleep 0.05; done' & echo $! > {}; exit 7",
-            pidfile.display()
+            "sh -c 'trap \"\" TERM; touch {ready}; while :; do sleep 0.05; done' & \
+             while [ ! -e {ready} ]; do sleep 0.01; done; echo $! > {pids}; exit 7",
+            ready = ready.display(),
+            pids = pidfile.display()
         );
         let mut launch = keepwell(&["--grace", "300ms", "--", "sh", "-c", &script]);
         if pid1 {
@@ -274,4 +277,19 @@ fn ttin_and_ttou_are_forwarded_not_dropped() {
     kw_wait(&out, &["TTIN", "TTOU"]);
     kw.signal(Signal::SIGTERM);
     assert_eq!(kw.wait_exit(DEADLINE), 0);
+}
+
+#[test]
+fn leftovers_that_obey_the_stop_signal_end_the_wait_without_the_grace() {
+    for pid1 in [true, false] {
+        // The leftover dies of the TERM it gets; keepwell must notice the empty group at once
+        // rather than sit out the 60 s grace (the deadline here is 10 s).
+        let mut launch = keepwell(&["--grace", "60s", "--", "sh", "-c", "sleep 30 & exit 5"]);
+        if pid1 {
+            launch = launch.pid1();
+        }
+        let mut kw = launch.start();
+        assert_eq!(kw.wait_exit(DEADLINE), 5, "{}", kw.stderr());
+        assert!(!kw.stderr().contains("SIGKILL"), "{}", kw.stderr());
+    }
 }
