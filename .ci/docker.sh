@@ -118,12 +118,37 @@ make_python_image() {
         mv "$PY_ROOTFS.tmp" "$PY_ROOTFS"
         rm -rf "$dir"
     fi
-    say "docker import $PY_ROOTFS as $PY_IMAGE"
+    say "docker import $PY_ROOTFS as $PY_IMAGE-rootfs"
     docker_cli import \
         -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         -c 'ENV LANG=C.UTF-8' \
         -c 'CMD ["python3"]' \
-        "$PY_ROOTFS" "$PY_IMAGE" >/dev/null
+        "$PY_ROOTFS" "$PY_IMAGE-rootfs" >/dev/null
+    # The stand-in trusts what this machine trusts: CI machines often reach PyPI through a
+    # TLS-inspecting proxy whose CA is only in the host's bundle. Pointing pip and Python's
+    # ssl at that bundle through the image's ENV keeps the examples' Dockerfiles free of it
+    # (ENV of a base image is inherited by every stage built FROM it).
+    local ctx
+    ctx=$(mktemp -d)
+    if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+        cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca-certificates.crt"
+    else
+        : >"$ctx/host-ca-certificates.crt"
+    fi
+    cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $PY_IMAGE-rootfs
+COPY host-ca-certificates.crt /etc/ssl/certs/host-ca-certificates.crt
+ENV PIP_CERT=/etc/ssl/certs/host-ca-certificates.crt \\
+    SSL_CERT_FILE=/etc/ssl/certs/host-ca-certificates.crt \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/host-ca-certificates.crt
+DOCKERFILE
+    # An empty host bundle would make every TLS connection fail: then keep the image's own.
+    if [ ! -s "$ctx/host-ca-certificates.crt" ]; then
+        printf 'FROM %s\n' "$PY_IMAGE-rootfs" >"$ctx/Dockerfile"
+    fi
+    docker_cli build -q --network host -t "$PY_IMAGE" "$ctx" >/dev/null ||
+        { rm -rf "$ctx"; die "could not build $PY_IMAGE from $PY_IMAGE-rootfs"; }
+    rm -rf "$ctx"
     docker_cli run --rm --network host "$PY_IMAGE" python3 -c 'import venv, ensurepip' ||
         die "$PY_IMAGE lacks a working python3 with venv/ensurepip"
 }
