@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod http;
+pub mod venv;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,110 @@
+//! The virtualenv with real gunicorn and Flask from PyPI that the end-to-end tests run.
+//!
+//! Created once at `target/e2e-venv` and shared by every test process (nextest runs each test
+//! in a process of its own): an exclusive `flock` on `target/e2e-venv.lock` makes one process
+//! build it while the others wait. A marker file holds a hash of the pinned requirements and of
+//! the interpreter, so a later run reuses the venv and a change to either rebuilds it.
+//!
+//! The venv cannot be built elsewhere and renamed into place: pip writes its absolute path
+//! into the shebang of `bin/gunicorn`.
+//!
+//! When pip cannot install (PyPI unreachable, a pin that does not exist) this panics with pip's
+//! output: the end-to-end tests fail loudly, they never skip.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The pinned requirements, relative to the crate root.
+const REQUIREMENTS: &str = "tests/support/e2e-requirements.txt";
+
+/// The interpreter the venv is built from. A system Python is preferred: a venv links back to
+/// its interpreter and standard library, and one under /root (pyenv) cannot be read by the
+/// unprivileged user that the `--user` test runs gunicorn as.
+fn base_python() -> String {
+    if let Ok(python) = std::env::var("KEEPWELL_E2E_PYTHON") {
+        return python;
+    }
+    for candidate in ["/usr/bin/python3", "/usr/local/bin/python3"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    "python3".into()
+}
+
+/// FNV-1a: a hash that stays the same across Rust versions, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{what} failed ({}): {command:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The path of a venv with the pinned gunicorn and Flask installed; builds it when needed.
+pub fn venv() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("target");
+    fs::create_dir_all(&target).expect("create target/ for the e2e venv");
+    let venv = target.join("e2e-venv");
+    let marker = venv.join(".keepwell-requirements-hash");
+
+    let requirements = root.join(REQUIREMENTS);
+    let pins = fs::read(&requirements).expect("read tests/support/e2e-requirements.txt");
+    let python = base_python();
+    let version = Command::new(&python)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} to build the e2e venv: {e}"));
+    let mut identity = pins.clone();
+    identity.extend_from_slice(python.as_bytes());
+    identity.extend_from_slice(&version.stdout);
+    let hash = format!("{:016x}\n", fnv1a(&identity));
+
+    let lock_file = fs::File::create(target.join("e2e-venv.lock")).expect("create the lock file");
+    // Held until this function returns: the venv is complete (or absent) for everyone else.
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock target/e2e-venv.lock");
+
+    if fs::read_to_string(&marker).ok().as_deref() == Some(hash.as_str()) {
+        return venv;
+    }
+
+    let started = std::time::Instant::now();
+    if venv.exists() {
+        fs::remove_dir_all(&venv).expect("remove the stale e2e venv");
+    }
+    run(
+        Command::new(&python).args(["-m", "venv"]).arg(&venv),
+        "creating the e2e venv",
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--no-input", "--retries", "2", "-r"])
+            .arg(&requirements),
+        "pip install -r tests/support/e2e-requirements.txt (is PyPI reachable?)",
+    );
+    fs::write(&marker, &hash).expect("write the e2e venv marker");
+    eprintln!(
+        "built the e2e venv at {} in {:.1?}",
+        venv.display(),
+        started.elapsed()
+    );
+    venv
+}
