@@ -75,14 +75,26 @@ pub struct ProcessArgs {
         value_delimiter = ','
     )]
     pub rewrite: Vec<String>,
-    /// Forward signals to the child's whole process group.
-    #[arg(long, env = "KEEPWELL_SIGNAL_GROUP")]
-    pub signal_group: bool,
+    /// Forward signals to the child's whole process group (the variable takes true or false).
+    #[arg(
+        long,
+        env = "KEEPWELL_SIGNAL_GROUP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub signal_group: Option<String>,
     /// When the child exits by itself: no, on-failure or always [default: no].
     #[arg(long, env = "KEEPWELL_RESTART", value_name = "POLICY")]
     pub restart: Option<String>,
     /// More restarts than N inside --restart-window: give up [default: 5].
-    #[arg(long, env = "KEEPWELL_MAX_RESTARTS", value_name = "N")]
+    #[arg(
+        long,
+        env = "KEEPWELL_MAX_RESTARTS",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub max_restarts: Option<String>,
     /// The window in which restarts are counted [default: 5m].
     #[arg(long, env = "KEEPWELL_RESTART_WINDOW", value_name = "DUR")]
@@ -102,7 +114,12 @@ pub struct HealthArgs {
     #[arg(long, env = "KEEPWELL_HEALTH_TIMEOUT", value_name = "DUR")]
     pub health_timeout: Option<String>,
     /// Consecutive failures that make the app unhealthy [default: 3].
-    #[arg(long, env = "KEEPWELL_HEALTH_RETRIES", value_name = "N")]
+    #[arg(
+        long,
+        env = "KEEPWELL_HEALTH_RETRIES",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub health_retries: Option<String>,
     /// Boot time in which failures do not count [default: 60s].
     #[arg(long, env = "KEEPWELL_HEALTH_START_PERIOD", value_name = "DUR")]
@@ -111,7 +128,12 @@ pub struct HealthArgs {
     #[arg(long, env = "KEEPWELL_HEALTH_START_INTERVAL", value_name = "DUR")]
     pub health_start_interval: Option<String>,
     /// Consecutive successes to become healthy again after a failure [default: 1].
-    #[arg(long, env = "KEEPWELL_HEALTH_SUCCESS_THRESHOLD", value_name = "N")]
+    #[arg(
+        long,
+        env = "KEEPWELL_HEALTH_SUCCESS_THRESHOLD",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub health_success_threshold: Option<String>,
     /// Status codes that count as success, e.g. 200-299,304 [default: 200-399].
     #[arg(long, env = "KEEPWELL_HEALTH_STATUS", value_name = "RANGES")]

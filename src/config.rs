@@ -353,7 +353,13 @@ impl Config {
             grace: read.duration("grace", &process.grace, Duration::from_secs(8))?,
             drain: read.duration("drain", &args.serve.drain, Duration::ZERO)?,
             rewrites,
-            signal_group: process.signal_group,
+            signal_group: match process.signal_group.as_deref().map(str::trim) {
+                None | Some("false" | "0" | "no" | "off" | "") => false,
+                Some("true" | "1" | "yes" | "on") => true,
+                Some(other) => {
+                    return Err(read.fail("signal_group", other, "expected true or false"))
+                }
+            },
             restart,
             max_restarts: read.count("max_restarts", &process.max_restarts, 5, 0)?,
             restart_window: read.positive_duration(
