@@ -302,7 +302,14 @@ where
 {
     let shown = spec.target.display();
     let bad = |e: hyper::Error| format!("bad response from {shown}: {e}");
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(bad)?;
+    // The response head is bounded by the same 64 KiB as the body, and so is the read buffer:
+    // hyper's defaults would take some 400 KiB of headers from a broken app.
+    let (mut sender, connection) = http1::Builder::new()
+        .max_header_size(BODY_LIMIT)
+        .max_buf_size(BODY_LIMIT)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(bad)?;
 
     let mut request = hyper::Request::get(path).header(hyper::header::USER_AGENT, "keepwell");
     let custom_host = spec
@@ -324,8 +331,10 @@ where
     let exchange = async {
         let response = sender.send_request(request).await.map_err(bad)?;
         let status = response.status();
-        let reason = status.canonical_reason().unwrap_or("");
-        let summary = format!("{} {reason} from {shown}", status.as_u16());
+        let summary = match status.canonical_reason() {
+            Some(reason) => format!("{} {reason} from {shown}", status.as_u16()),
+            None => format!("{} from {shown}", status.as_u16()),
+        };
         if !spec.status.contains(status.as_u16()) {
             return Err(summary);
         }
