@@ -143,6 +143,38 @@ fn an_endless_body_is_read_only_up_to_64_kib() {
 }
 
 #[test]
+fn a_response_head_over_64_kib_is_a_bad_response() {
+    let app = App::http(Behaviour::HugeHeader(60 * 1024));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 0, "a 60 KiB header is fine: {out}");
+    app.set(Behaviour::HugeHeader(100 * 1024));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1, "keepwell read a 100 KiB response head: {out}");
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: bad response from {}: message head is too large\n",
+            app.url()
+        )
+    );
+}
+
+#[test]
+fn a_status_without_a_standard_reason_reads_cleanly() {
+    let app = App::http(Behaviour::Status(299));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        strip_latency(&out),
+        format!("healthy: 299 from {}", app.url())
+    );
+    app.set(Behaviour::Status(599));
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out, format!("unhealthy: 599 from {}\n", app.url()));
+}
+
+#[test]
 fn bad_usage_exits_2_with_one_line_on_stderr() {
     let cases: &[(&[&str], &str)] = &[
         (
@@ -359,6 +391,44 @@ fn without_target_it_asks_the_supervisor_of_its_container_as_any_user() {
             "{out:?}"
         );
         assert!(out.contains("500 Internal Server Error"), "{out:?}");
+    }
+}
+
+#[test]
+fn without_target_it_reaches_a_supervisor_that_is_not_root() {
+    // As in an image with `USER 999`: keepwell itself is PID 1 without root, while
+    // `docker exec` comes in as root or as any other user.
+    let app = App::http(Behaviour::Status(200));
+    let all = [
+        "--health-url",
+        &app.url(),
+        "--health-start-interval",
+        "100ms",
+        "--",
+        "sleep",
+        "1000",
+    ];
+    let kw = keepwell(&all)
+        .pid1()
+        .setup("exec setpriv --reuid 999 --regid 999 --clear-groups \"$0\" \"$@\"")
+        .start();
+    kw.wait_log(DEADLINE, "health changed: starting → healthy");
+    assert_eq!(
+        status_field(kw.pid, "Uid").as_deref(),
+        Some("999\t999\t999\t999")
+    );
+    assert!(
+        kw.stderr().contains("user=uid 999, gid 999"),
+        "{}",
+        kw.stderr()
+    );
+    for as_nobody in [false, true] {
+        let (code, out) = check_inside(&kw, as_nobody);
+        assert_eq!(code, 0, "as nobody: {as_nobody}: {out}");
+        assert!(
+            out.starts_with("healthy: keepwell (pid 1) reports"),
+            "{out:?}"
+        );
     }
 }
 

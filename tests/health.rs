@@ -320,6 +320,118 @@ fn a_required_host_header_is_sent_with_health_header() {
     assert!(hosts.iter().all(|h| !h.is_empty()), "{hosts:?}");
 }
 
+// --- counting: retries, success threshold, spacing ----------------------------------------
+
+#[test]
+fn failures_that_are_not_consecutive_never_add_up_to_retries() {
+    let app = App::http(Behaviour::Status(200));
+    let kw = supervise(
+        &app.url(),
+        &["--health-retries", "2", "--on-unhealthy", "exit"],
+    );
+    kw.wait_log(DEADLINE, TO_HEALTHY);
+    // fail, pass, fail, pass…: a counter that never reset would reach 2 on the second failure.
+    app.set(Behaviour::Alternate(500));
+    wait_more_probes(&app, 8);
+    assert!(!kw.stderr().contains("unhealthy"), "{}", kw.stderr());
+    assert!(is_alive(kw.pid));
+}
+
+#[test]
+fn retries_consecutive_failures_make_it_unhealthy() {
+    let app = App::http(Behaviour::Status(200));
+    let kw = supervise(
+        &app.url(),
+        &[
+            "--health-retries",
+            "3",
+            "--health-interval",
+            "300ms",
+            "--on-unhealthy",
+            "ignore",
+        ],
+    );
+    kw.wait_log(DEADLINE, TO_HEALTHY);
+    app.set(Behaviour::Status(500));
+    let switched = Instant::now();
+    let base = app.requests();
+    kw.wait_log(DEADLINE, HEALTHY_TO_UNHEALTHY);
+    let took = switched.elapsed();
+    // The first failure comes at most one interval after the switch, the third two later.
+    assert!(
+        took >= Duration::from_millis(550),
+        "unhealthy {took:?} after the switch: fewer than 3 failures?"
+    );
+    assert!(
+        app.requests() >= base + 3,
+        "{} probes",
+        app.requests() - base
+    );
+}
+
+#[test]
+fn success_threshold_needs_consecutive_successes_to_recover() {
+    let app = App::http(Behaviour::Status(500));
+    let kw = supervise(
+        &app.url(),
+        &[
+            "--health-start-period",
+            "0",
+            "--health-retries",
+            "1",
+            "--health-interval",
+            "300ms",
+            "--health-success-threshold",
+            "3",
+            "--on-unhealthy",
+            "ignore",
+        ],
+    );
+    kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
+    app.set(Behaviour::Status(200));
+    let switched = Instant::now();
+    let base = app.requests();
+    kw.wait_log(DEADLINE, "health changed: unhealthy → healthy");
+    let took = switched.elapsed();
+    // Three successes, 300ms apart: at least 600ms after the first one.
+    assert!(
+        took >= Duration::from_millis(550),
+        "healthy {took:?} after the switch: fewer than 3 successes?"
+    );
+    assert!(
+        app.requests() >= base + 3,
+        "{} probes",
+        app.requests() - base
+    );
+}
+
+#[test]
+fn probes_are_spaced_from_the_end_of_the_previous_one_and_never_overlap() {
+    let app = App::http(Behaviour::Hang);
+    let _kw = supervise(
+        &app.url(),
+        &[
+            "--health-start-period",
+            "0",
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "300ms",
+            "--on-unhealthy",
+            "ignore",
+        ],
+    );
+    wait_until(DEADLINE, "the first probe", || app.requests() >= 1);
+    let first = Instant::now();
+    wait_until(DEADLINE, "five probes", || app.requests() >= 5);
+    let took = first.elapsed();
+    // Each hung probe takes the 300ms timeout, then 200ms of interval: 4 × 500ms at least.
+    assert!(
+        took >= Duration::from_millis(1900),
+        "5 probes in {took:?}: probes overlap or the interval runs from their start"
+    );
+}
+
 // --- start period ------------------------------------------------------------------------
 
 #[test]

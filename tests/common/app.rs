@@ -28,6 +28,10 @@ pub enum Behaviour {
     Endless,
     /// 200 when the request's Host is exactly this, else 400.
     RequireHost(String),
+    /// 200 with one header of this many bytes: a response head that never seems to end.
+    HugeHeader(usize),
+    /// Every other request fails with this code, the rest get 200: fail, pass, fail, pass…
+    Alternate(u16),
 }
 
 struct Shared {
@@ -265,7 +269,7 @@ impl Shared {
             })
             .unwrap_or_default();
         self.hosts.lock().expect("hosts lock").push(host.clone());
-        self.requests.fetch_add(1, Ordering::SeqCst);
+        let number = self.requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = self.behaviour.lock().expect("behaviour lock").clone();
         let body = self.body.lock().expect("body lock").clone();
         match behaviour {
@@ -276,6 +280,17 @@ impl Shared {
                 } else {
                     answer(&mut stream, 400, "DisallowedHost")
                 }
+            }
+            Behaviour::Alternate(code) => {
+                let code = if number % 2 == 0 { code } else { 200 };
+                answer(&mut stream, code, &body)
+            }
+            Behaviour::HugeHeader(len) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nX-Filler: {}\r\nContent-Length: 2\r\n\r\nok",
+                    "a".repeat(len)
+                );
+                let _ = stream.write_all(head.as_bytes());
             }
             Behaviour::Garbage => {
                 let _ = stream.write_all(b"HELLO\r\n\r\n\x00\xff\x13junk junk \xfe\r\n");
