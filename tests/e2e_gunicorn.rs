@@ -149,7 +149,13 @@ fn a_health_endpoint_that_turns_500_gets_gunicorn_restarted() {
 
     std::fs::write(&g.fail_file, "fail").expect("create the fail file");
     assert_eq!(get(g.port, "/health").map(|(s, _)| s), Some(500));
-    g.kw.wait_log(DEADLINE, "health changed: healthy → unhealthy");
+    let log =
+        g.kw.wait_log(DEADLINE, "health changed: healthy → unhealthy");
+    let why = log
+        .lines()
+        .find(|l| l.contains("→ unhealthy"))
+        .expect("the unhealthy line");
+    assert!(why.contains("500"), "the change names the status: {why}");
     g.kw.wait_log(DEADLINE, "restarting in");
     let second_master = wait_for(DEADLINE, "a new gunicorn master", || {
         g.kw.child().filter(|&pid| pid != first_master)
