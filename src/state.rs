@@ -224,7 +224,7 @@ pub enum Report {
     },
     Draining {
         signal: Signal,
-        for_: Duration,
+        drain: Duration,
     },
     Stopping {
         cause: StopCause,
@@ -665,7 +665,7 @@ impl Machine {
                     let sent = self.stop_signal_for(Some(signal));
                     out.report(Report::Draining {
                         signal,
-                        for_: self.policy.drain,
+                        drain: self.policy.drain,
                     });
                     self.phase = Phase::Draining {
                         pid,

@@ -247,11 +247,11 @@ fn log_report(report: &Report) {
                 tracing::info!(from, to, %detail, "health changed: {from} → {to}");
             }
         }
-        Report::Draining { signal, for_ } => tracing::info!(
+        Report::Draining { signal, drain } => tracing::info!(
             signal = signal.as_str(),
             "{} received: /readyz now answers 503; the child is stopped in {}",
             signal.as_str(),
-            probe::human_duration(*for_)
+            probe::human_duration(*drain)
         ),
         Report::Stopping {
             cause,
