@@ -195,7 +195,7 @@ fn a_hung_app_fails_the_probe_within_health_timeout() {
         .as_f64()
         .unwrap_or_else(|| panic!("last_probe.latency_ms in {json}"));
     assert!(
-        (290.0..1000.0).contains(&latency),
+        (290.0..1500.0).contains(&latency),
         "a hung probe took {latency} ms with --health-timeout 300ms"
     );
     // The hung connections are given up: probing goes on.
@@ -573,13 +573,20 @@ fn a_signal_reaches_the_child_promptly_while_a_probe_hangs() {
     });
     wait_until(DEADLINE, "a probe in flight", || app.requests() >= 1);
 
+    // The probe is bounded only by its 30s timeout: a signal that waited for it would take
+    // that long. "Promptly" here is well under it, with room for a loaded machine.
     let sent = Instant::now();
     kw.signal(Signal::SIGUSR1);
-    wait_until(Duration::from_secs(1), "USR1 at the child", || {
+    wait_until(Duration::from_secs(5), "USR1 at the child", || {
         echoed(&out) == ["USR1"]
     });
     let took = sent.elapsed();
-    assert!(took < Duration::from_millis(500), "USR1 took {took:?}");
+    assert!(took < Duration::from_secs(5), "USR1 took {took:?}");
+    assert!(
+        kw.stderr().contains("forwarded SIGUSR1 to child"),
+        "{}",
+        kw.stderr()
+    );
     assert_eq!(app.requests(), 1, "still the one hung probe");
 
     kw.signal(Signal::SIGTERM);
