@@ -91,6 +91,19 @@ pub fn send(target: Target, signal: Signal) -> Result<(), Errno> {
     }
 }
 
+/// Send a signal by number (real-time signals have no `Signal` variant); ESRCH is benign.
+pub fn send_number(target: Target, signo: i32) -> Result<(), Errno> {
+    let pid = match target {
+        Target::Child(pid) => pid,
+        Target::Group(pgid) => -pgid,
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    match Errno::result(unsafe { libc::kill(pid, signo) }) {
+        Err(Errno::ESRCH) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether any process (zombies included) is still in the process group.
 pub fn group_alive(pgid: i32) -> bool {
     kill(Pid::from_raw(-pgid), None) != Err(Errno::ESRCH)

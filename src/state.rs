@@ -16,6 +16,7 @@
 //! | Running | Signal(TERM/INT/QUIT) | Draining | `--drain` > 0: readiness drops first so load balancers stop sending traffic |
 //! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain: the child gets the stop signal at once |
 //! | Running | Signal(other) | Running | forwarded (after `--rewrite`) to the child or its group |
+//! | Running | RealtimeSignal | Running | forwarded as is (as in Draining, and Stopping while the child lives) |
 //! | Running | ProbeDone → unhealthy | Stopping(restart) | `--on-unhealthy restart` and the restart budget allows it |
 //! | Running | ProbeDone → unhealthy | Stopping(exit 3) | `--on-unhealthy exit`, so the orchestrator replaces the container |
 //! | Running | ProbeDone → unhealthy | Stopping(exit 4) | restart wanted but the budget is spent: show the crash loop |
@@ -165,6 +166,8 @@ pub enum Event {
     GroupGone,
     /// keepwell received this signal (SIGCHLD never comes here: it is the reaper's).
     Signal(Signal),
+    /// keepwell received a real-time signal (SIGRTMIN..SIGRTMAX), by number: forwarded as is.
+    RealtimeSignal(i32),
     /// A probe finished: success or failure, with what a person would want to know.
     ProbeDone {
         ok: bool,
@@ -188,6 +191,11 @@ pub enum Action {
     Signal {
         target: Target,
         signal: Signal,
+    },
+    /// A real-time signal, which has no `Signal` variant.
+    SignalNumber {
+        target: Target,
+        signo: i32,
     },
     StartProbe,
     /// A probe in flight belongs to a child that is going away: drop it.
@@ -450,6 +458,12 @@ impl Machine {
             Event::ChildExited { pid, status } => self.on_child_exited(pid, status, now, &mut out),
             Event::GroupGone => self.on_group_gone(now, &mut out),
             Event::Signal(signal) => self.on_signal(signal, now, &mut out),
+            Event::RealtimeSignal(signo) => {
+                if let Some(pid) = self.child_to_signal() {
+                    let target = self.target(pid);
+                    out.act(Action::SignalNumber { target, signo });
+                }
+            }
             Event::ProbeDone { ok, detail } => self.on_probe(ok, detail, now, &mut out),
             Event::Tick => self.on_tick(now, &mut out),
         }
@@ -749,6 +763,20 @@ impl Machine {
                 });
             }
             _ => {}
+        }
+    }
+
+    /// The child that forwarded signals go to, while one runs.
+    fn child_to_signal(&self) -> Option<i32> {
+        match &self.phase {
+            Phase::Running { pid, .. }
+            | Phase::Draining { pid, .. }
+            | Phase::Stopping {
+                pid,
+                child_status: None,
+                ..
+            } => Some(*pid),
+            _ => None,
         }
     }
 

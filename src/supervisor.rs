@@ -142,10 +142,7 @@ impl Supervisor {
             }
             match Signal::try_from(signo) {
                 Ok(signal) => self.pending.push_back(Event::Signal(signal)),
-                Err(_) => tracing::warn!(
-                    signal = signo,
-                    "received a real-time signal, which keepwell does not forward"
-                ),
+                Err(_) => self.pending.push_back(Event::RealtimeSignal(signo)),
             }
         }
     }
@@ -178,6 +175,13 @@ impl Supervisor {
                         signal = signal.as_str(),
                         "sending the signal failed: {e}"
                     );
+                }
+            }
+            Action::SignalNumber { target, signo } => {
+                if let Err(e) = child::send_number(target, signo) {
+                    tracing::warn!(?target, signo, "sending the signal failed: {e}");
+                } else {
+                    tracing::info!("forwarded signal {signo} to {}", target_text(&target));
                 }
             }
             Action::StartProbe => {

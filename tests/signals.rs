@@ -293,3 +293,27 @@ fn leftovers_that_obey_the_stop_signal_end_the_wait_without_the_grace() {
         assert!(!kw.stderr().contains("SIGKILL"), "{}", kw.stderr());
     }
 }
+
+#[test]
+fn realtime_signals_are_forwarded_too() {
+    let script = "import signal, sys, time\n\
+        signal.signal(signal.SIGRTMIN + 6, lambda n, f: (print('got', n, flush=True), sys.exit(0)))\n\
+        print('ready', flush=True)\n\
+        time.sleep(30)\n";
+    for pid1 in [true, false] {
+        let mut launch = keepwell(&["--", "python3", "-c", script]);
+        if pid1 {
+            launch = launch.pid1();
+        }
+        let mut kw = launch.start();
+        wait_until(DEADLINE, "ready", || kw.stdout().contains("ready"));
+        let rtmin = libc::SIGRTMIN();
+        nix::errno::Errno::result(unsafe { libc::kill(kw.pid, rtmin + 6) }).expect("kill");
+        assert_eq!(kw.wait_exit(DEADLINE), 0, "{}", kw.stderr());
+        assert!(
+            kw.stdout().contains(&format!("got {}", rtmin + 6)),
+            "{}",
+            kw.stdout()
+        );
+    }
+}

@@ -610,3 +610,24 @@ fn probe_results_after_the_child_stopped_are_ignored() {
     );
     assert!(step.reports.is_empty() && step.actions.is_empty());
 }
+
+#[test]
+fn realtime_signals_are_forwarded_by_number_while_a_child_runs() {
+    let mut m = running(policy());
+    let step = m.step(Event::RealtimeSignal(40), t(1));
+    assert_eq!(
+        step.actions,
+        vec![Action::SignalNumber {
+            target: Target::Child(PID),
+            signo: 40
+        }]
+    );
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(2),
+    );
+    assert!(m.step(Event::RealtimeSignal(40), t(3)).actions.is_empty());
+}
