@@ -239,10 +239,20 @@ fn an_endless_body_is_judged_by_its_first_64_kib_and_memory_stays_small() {
             "1",
             "--health-interval",
             "100ms",
+            // Time to read keepwell's RSS before the first probe.
+            "--health-start-interval",
+            "500ms",
             "--on-unhealthy",
             "ignore",
         ],
     );
+    let rss_kib = || -> u64 {
+        status_field(kw.pid, "VmRSS")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS of keepwell")
+    };
+    kw.wait_child(DEADLINE);
+    let before = rss_kib();
     let log = kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
     assert!(
         line_with(&log, TO_UNHEALTHY_FROM_STARTING)
@@ -251,10 +261,16 @@ fn an_endless_body_is_judged_by_its_first_64_kib_and_memory_stays_small() {
     );
     // Every probe reads 64 KiB of an endless body and still finishes: probing goes on.
     wait_more_probes(&app, 10);
-    let rss_kib: u64 = status_field(kw.pid, "VmRSS")
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS of keepwell");
-    assert!(rss_kib < 8 * 1024, "keepwell's RSS is {rss_kib} KiB");
+    let after_10 = rss_kib();
+    wait_more_probes(&app, 20);
+    let after_30 = rss_kib();
+    // A debug build maps some 6 MiB of its own before doing anything; what probing adds is
+    // the point, and it must not grow from probe to probe.
+    assert!(
+        after_30 < 8 * 1024 && after_30 < before + 2 * 1024 && after_30 < after_10 + 1024,
+        "keepwell's RSS: {before} KiB before probing, {after_10} KiB after 10 endless \
+         bodies, {after_30} KiB after 30"
+    );
 
     // The text inside the first 64 KiB: healthy again, without reading the rest.
     app.set_body("needle");
@@ -737,6 +753,66 @@ fn restart_always_restarts_even_a_clean_exit_with_backoff() {
         matches!((first, second), (Some(a), Some(b)) if a < b),
         "backoff 1s then 2s:\n{log}"
     );
+}
+
+#[test]
+fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
+    // Each restart is more than the 1s window after the one before: never "too many", and the
+    // backoff never doubles.
+    let mut kw = keepwell(&[
+        "--restart",
+        "always",
+        "--max-restarts",
+        "1",
+        "--restart-window",
+        "1s",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.2; exit 1",
+    ])
+    .start();
+    wait_until(DEADLINE, "three restarts", || {
+        count(
+            &kw.stderr(),
+            "restarting in 1s because the child exited with code 1",
+        ) >= 3
+    });
+    let log = kw.stderr();
+    assert!(!log.contains("restarting in 2s"), "{log}");
+    assert!(!log.contains("giving up"), "{log}");
+    kw.signal(Signal::SIGTERM);
+    let code = kw.wait_exit(DEADLINE);
+    assert!(code == 0 || code == 128 + 15, "{code}: {}", kw.stderr());
+}
+
+#[test]
+fn an_unhealthy_child_that_ignores_the_stop_signal_is_killed_after_grace_and_replaced() {
+    let app = App::http(Behaviour::Status(500));
+    let kw = keepwell(
+        &args(
+            &app.url(),
+            &["--health-start-period", "0", "--health-retries", "1"],
+            // TERM ignored by the shell and, inherited, by its sleep.
+            &["sh", "-c", "trap '' TERM; sleep 1000"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    )
+    .start();
+    let first = kw.wait_child(DEADLINE);
+    let log = kw.wait_log(
+        DEADLINE,
+        "SIGKILL to the child's process group: the grace period ran out",
+    );
+    assert!(log.contains(TO_UNHEALTHY_FROM_STARTING), "{log}");
+    wait_for(DEADLINE, "a new child", || {
+        kw.child().filter(|&pid| pid != first)
+    });
+    assert!(!is_alive(first));
 }
 
 #[test]
