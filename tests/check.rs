@@ -312,6 +312,28 @@ fn tcp_and_unix_targets() {
     );
 }
 
+#[test]
+fn check_url_runs_on_one_thread_for_ip_literals_and_localhost() {
+    let app = App::http(Behaviour::Hang);
+    for host in ["127.0.0.1", "localhost"] {
+        let before = app.requests();
+        let url = format!("http://{host}:{}/health", app.port());
+        let mut child = Command::new(KEEPWELL)
+            .args(["check", "--quiet", "--timeout", "5s", &url])
+            .spawn()
+            .expect("start keepwell check");
+        let pid = child.id() as i32;
+        wait_until(DEADLINE, "the check's request", || app.requests() > before);
+        let threads = status_field(pid, "Threads");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        assert_eq!(threads.as_deref(), Some("1"), "keepwell check {url}");
+    }
+}
+
 // --- keepwell check without a TARGET -----------------------------------------------------
 
 /// keepwell as PID 1 of its own PID namespace (sharing the network), probing `app`.
@@ -451,6 +473,54 @@ fn without_target_and_no_supervisor_it_says_so_and_exits_1() {
         "unhealthy: no keepwell supervisor answers in this container (is keepwell the \
          ENTRYPOINT? to probe an app directly, use keepwell check http://127.0.0.1:PORT/health)\n"
     );
+}
+
+#[test]
+fn a_verdict_from_outside_the_pid_namespace_is_refused() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+
+    // A squatter in another PID namespace (this test process) takes the container's socket
+    // name before its keepwell starts.
+    let dir = tempfile::tempdir().expect("dir");
+    let (ids, go) = (dir.path().join("ids"), dir.path().join("go"));
+    let setup = format!(
+        "echo $(readlink /proc/self/ns/pid) $(readlink /proc/self/ns/mnt) > {ids} && \
+         while [ ! -e {go} ]; do sleep 0.02; done",
+        ids = ids.display(),
+        go = go.display()
+    );
+    let app = App::http(Behaviour::Status(200));
+    let launch = keepwell(&["--health-url", &app.url(), "--", "sleep", "1000"])
+        .pid1()
+        .setup(&setup);
+    let starting = std::thread::spawn(move || launch.start());
+    let text = wait_for(DEADLINE, "the namespace ids", || {
+        let text = read(&ids);
+        text.ends_with('\n').then_some(text)
+    });
+    let number = |link: &str| -> String { link.chars().filter(char::is_ascii_digit).collect() };
+    let mut parts = text.split_whitespace();
+    let name = format!(
+        "keepwell/{}/{}",
+        number(parts.next().expect("pid ns")),
+        number(parts.next().expect("mnt ns"))
+    );
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    let _squatter = UnixListener::bind_addr(&addr).expect("squat the name");
+    std::fs::write(&go, "").expect("go");
+    let kw = starting.join().expect("keepwell started");
+
+    kw.wait_log(DEADLINE, "the local verdict socket is unavailable");
+    for as_nobody in [false, true] {
+        let (code, out) = check_inside(&kw, as_nobody);
+        assert_eq!(code, 1, "{out}");
+        assert_eq!(
+            out,
+            "unhealthy: the process answering is outside this container's PID namespace: \
+             refusing its verdict\n"
+        );
+    }
 }
 
 #[test]

@@ -610,6 +610,28 @@ fn a_signal_reaches_the_child_promptly_while_a_probe_hangs() {
     assert_eq!(echoed(&out), ["USR1", "TERM"]);
 }
 
+#[test]
+fn the_child_exiting_is_seen_at_once_while_a_probe_hangs() {
+    let app = App::http(Behaviour::Hang);
+    let mut kw = keepwell(
+        &args(
+            &app.url(),
+            &["--health-timeout", "30s"],
+            &["sh", "-c", "sleep 1; exit 5"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    )
+    .start();
+    wait_until(DEADLINE, "a probe in flight", || app.requests() >= 1);
+    let started = Instant::now();
+    // Exit and reap within seconds, not at the end of the 30s probe.
+    assert_eq!(kw.wait_exit(Duration::from_secs(5)), 5, "{}", kw.stderr());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.requests(), 1);
+}
+
 // --- policies ------------------------------------------------------------------------------
 
 #[test]
