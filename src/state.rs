@@ -208,7 +208,8 @@ pub enum Action {
 pub enum StopCause {
     /// TERM, INT or QUIT reached keepwell.
     Requested(Signal),
-    Unhealthy,
+    /// The probe failures crossed `--health-retries`; the last one's reason.
+    Unhealthy(String),
     ChildExited(ExitStatus),
 }
 
@@ -216,7 +217,7 @@ impl std::fmt::Display for StopCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopCause::Requested(signal) => write!(f, "keepwell received {signal}"),
-            StopCause::Unhealthy => write!(f, "the app stayed unhealthy"),
+            StopCause::Unhealthy(detail) => write!(f, "the app stayed unhealthy ({detail})"),
             StopCause::ChildExited(status) => write!(f, "{}", describe_status(*status)),
         }
     }
@@ -900,7 +901,7 @@ impl Machine {
         out.report(Report::HealthChanged {
             from: before,
             to: after,
-            detail,
+            detail: detail.clone(),
         });
         if after != Health::Unhealthy || !matches!(self.phase, Phase::Running { .. }) {
             return;
@@ -909,11 +910,13 @@ impl Machine {
             OnUnhealthy::Ignore => {}
             OnUnhealthy::Exit => {
                 let after = After::Exit(ExitReason::Unhealthy);
-                self.begin_stop(pid, StopCause::Unhealthy, None, after, now, out);
+                let cause = StopCause::Unhealthy(detail);
+                self.begin_stop(pid, cause, None, after, now, out);
             }
             OnUnhealthy::Restart => {
-                let after = self.after_restart_wanted(StopCause::Unhealthy, now, out);
-                self.begin_stop(pid, StopCause::Unhealthy, None, after, now, out);
+                let cause = StopCause::Unhealthy(detail);
+                let after = self.after_restart_wanted(cause.clone(), now, out);
+                self.begin_stop(pid, cause, None, after, now, out);
             }
         }
     }

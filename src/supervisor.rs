@@ -262,7 +262,6 @@ fn log_report(report: &Report) {
             signal,
             grace,
         } => tracing::info!(
-            cause = ?cause,
             signal = signal.as_str(),
             "stopping the child with {} ({cause}); SIGKILL after {}",
             signal.as_str(),

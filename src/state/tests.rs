@@ -560,7 +560,7 @@ fn unhealthy_with_restart_stops_the_child_and_respawns_after_backoff() {
     assert!(matches!(
         step.reports[0],
         Report::RestartScheduled {
-            cause: StopCause::Unhealthy,
+            cause: StopCause::Unhealthy(_),
             ..
         }
     ));
