@@ -88,8 +88,8 @@ start_dockerd() {
             </dev/null >"$LOG" 2>&1 9>&- &
         echo $! >"$PIDFILE"
     fi
-    local i
-    for i in $(seq 1 120); do
+    local _
+    for _ in $(seq 1 120); do
         answers && { say "dockerd is up (pid $(cat "$PIDFILE"))"; return 0; }
         kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 30 "$LOG" >&2; rm -f "$PIDFILE"; die "dockerd exited during start (log: $LOG)"; }
         sleep 0.5
@@ -167,9 +167,15 @@ stop_dockerd() {
     fi
     say "stopping dockerd pid $pid"
     kill -TERM "$pid"
-    local i
-    for i in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$PIDFILE"; say "dockerd stopped"; return 0; }
+    local _
+    for _ in $(seq 1 60); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$PIDFILE"
+            # dockerd leaves its netns bind mount behind; without it the directory can go.
+            umount "$KW_DOCKER_DIR"/exec/netns/* 2>/dev/null || true
+            say "dockerd stopped"
+            return 0
+        fi
         sleep 0.5
     done
     say "dockerd pid $pid ignored TERM for 30 s; sending KILL"
