@@ -84,7 +84,15 @@ fn gunicorn(extra: &[&str], pid1: bool) -> Gunicorn {
     let bind = format!("127.0.0.1:{port}");
     let health_url = format!("http://{bind}/health");
     let gunicorn = venv.join("bin/gunicorn");
-    let support_dir = support("");
+    // The app is copied next to the fail file, in a world-readable temp dir: wherever the
+    // repository is cloned, an unprivileged gunicorn (--user) can still read it.
+    std::fs::copy(support("flask_app.py"), dir.path().join("flask_app.py")).expect("copy the app");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("make the app dir readable");
+    let support_dir = dir.path().to_string_lossy().to_string();
     let mut args: Vec<&str> = vec![
         "--health-url",
         &health_url,
@@ -248,16 +256,12 @@ fn with_user_no_process_in_the_container_keeps_a_privilege() {
     let readable = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .arg(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import flask, gunicorn, sys; sys.path.insert(0, sys.argv[1]); import flask_app",
-        ])
-        .arg(support(""))
+        .args(["-c", "import flask, gunicorn"])
         .output()
         .expect("run setpriv");
     assert!(
         readable.status.success(),
-        "uid 65534 cannot read the venv or tests/support (every folder above them needs o+rx): {}",
+        "uid 65534 cannot read the venv (every folder above it needs o+rx): {}",
         String::from_utf8_lossy(&readable.stderr)
     );
 

@@ -1,7 +1,7 @@
 //! The virtualenv with real gunicorn and Flask from PyPI that the end-to-end tests run.
 //!
-//! Created once at `target/e2e-venv` and shared by every test process (nextest runs each test
-//! in a process of its own): an exclusive `flock` on `target/e2e-venv.lock` makes one process
+//! Created once at `$TMPDIR/keepwell-e2e/e2e-venv` and shared by every test process (nextest runs each test
+//! in a process of its own): an exclusive `flock` on `e2e-venv.lock` beside it makes one process
 //! build it while the others wait. A marker file holds a hash of the pinned requirements and of
 //! the interpreter, so a later run reuses the venv and a change to either rebuilds it.
 //!
@@ -59,8 +59,11 @@ fn run(command: &mut Command, what: &str) {
 /// The path of a venv with the pinned gunicorn and Flask installed; builds it when needed.
 pub fn venv() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = root.join("target");
-    fs::create_dir_all(&target).expect("create target/ for the e2e venv");
+    // Under the temp dir, not target/: the --user test runs gunicorn as nobody, which must be
+    // able to reach the venv wherever the repository was cloned (a clone under /root is not).
+    let target = std::env::temp_dir().join("keepwell-e2e");
+    fs::create_dir_all(&target).expect("create the e2e venv's folder");
+    let _ = fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let venv = target.join("e2e-venv");
     let marker = venv.join(".keepwell-requirements-hash");
 
@@ -80,7 +83,7 @@ pub fn venv() -> PathBuf {
     // Held until this function returns: the venv is complete (or absent) for everyone else.
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
-        .expect("lock target/e2e-venv.lock");
+        .expect("lock the e2e venv");
 
     if fs::read_to_string(&marker).ok().as_deref() == Some(hash.as_str()) {
         return venv;
