@@ -122,6 +122,17 @@ fn garbage_is_a_bad_response() {
         "{out:?}"
     );
     assert_eq!(out.lines().count(), 1, "{out:?}");
+
+    app.set(Behaviour::Close);
+    let (code, out) = run(&[&app.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: bad response from {}: connection closed before message completed\n",
+            app.url()
+        )
+    );
 }
 
 #[test]

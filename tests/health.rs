@@ -544,6 +544,11 @@ fn unix_socket_probes_speak_http_over_the_socket() {
         line_with(&log, TO_HEALTHY).contains(&format!("200 OK from {}", app.url())),
         "{log}"
     );
+    assert!(
+        app.hosts().iter().all(|h| h == "localhost"),
+        "{:?}",
+        app.hosts()
+    );
     app.set(Behaviour::Status(500));
     let log = kw.wait_log(DEADLINE, HEALTHY_TO_UNHEALTHY);
     assert!(

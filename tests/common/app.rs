@@ -24,6 +24,8 @@ pub enum Behaviour {
     Hang,
     /// Answer with bytes that are not HTTP, then close.
     Garbage,
+    /// Read the request, close the connection without a word.
+    Close,
     /// 200 with no Content-Length: the body text, then filler, forever, until the peer closes.
     Endless,
     /// 200 when the request's Host is exactly this, else 400.
@@ -292,6 +294,7 @@ impl Shared {
                 );
                 let _ = stream.write_all(head.as_bytes());
             }
+            Behaviour::Close => {}
             Behaviour::Garbage => {
                 let _ = stream.write_all(b"HELLO\r\n\r\n\x00\xff\x13junk junk \xfe\r\n");
             }
