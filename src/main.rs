@@ -100,7 +100,8 @@ fn supervise(config: Config) -> i32 {
             Ok(listener) => Some(listener),
             Err(e) => {
                 return fatal(format!(
-                    "--listen {addr}: cannot bind: {e} (ports below 1024 need root; try :9000)"
+                    "--listen {addr}: cannot bind: {e} ({})",
+                    bind_hint(&e)
                 ))
             }
         },
@@ -178,6 +179,20 @@ fn bind_listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListe
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// The fix for a `--listen` address that cannot be bound, by what went wrong.
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process already listens on that port: choose a free one or stop it"
+        }
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need root; try :9000",
+        std::io::ErrorKind::AddrNotAvailable => {
+            "that address is not on this machine; try :9000 or 127.0.0.1:9000"
+        }
+        _ => "try :9000",
+    }
 }
 
 /// The readers' thread: HTTP endpoints and the local socket, on a runtime of their own.
