@@ -383,13 +383,33 @@ const NOBODY: &[&str] = &[
     "--clear-groups",
 ];
 
-/// `keepwell check` run inside the container, optionally as nobody: exit code and stdout.
-fn check_inside(kw: &Keepwell, as_nobody: bool) -> (i32, String) {
+/// The keepwell binary where any user can run it: the build's own path may lie under a
+/// directory only root may enter (a clone in /root). Linked, or copied, into a 0755 directory
+/// that lives as long as the returned guard.
+fn for_any_user() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("keepwell-bin")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod 755");
+    let path = dir.path().join("keepwell");
+    if std::fs::hard_link(KEEPWELL, &path).is_err() {
+        std::fs::copy(KEEPWELL, &path).expect("copy keepwell");
+    }
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// `keepwell check` (the binary at `bin`) run inside the container, optionally as nobody:
+/// exit code and stdout.
+fn check_inside(kw: &Keepwell, bin: &str, as_nobody: bool) -> (i32, String) {
     let mut args: Vec<&str> = Vec::new();
     if as_nobody {
         args.extend(NOBODY);
     }
-    args.extend([KEEPWELL, "check"]);
+    args.extend([bin, "check"]);
     let output = kw.exec(&args).output().expect("nsenter keepwell check");
     assert_eq!(stderr(&output), "", "keepwell check inside: {args:?}");
     (output.status.code().expect("an exit code"), stdout(&output))
@@ -397,11 +417,12 @@ fn check_inside(kw: &Keepwell, as_nobody: bool) -> (i32, String) {
 
 #[test]
 fn without_target_it_asks_the_supervisor_of_its_container_as_any_user() {
+    let (_bin_dir, bin) = for_any_user();
     let app = App::http(Behaviour::Status(200));
     let kw = container(&app);
     kw.wait_log(DEADLINE, "health changed: starting → healthy");
     for as_nobody in [false, true] {
-        let (code, out) = check_inside(&kw, as_nobody);
+        let (code, out) = check_inside(&kw, &bin, as_nobody);
         assert_eq!(code, 0, "as nobody: {as_nobody}: {out}");
         assert_eq!(out.lines().count(), 1, "{out:?}");
         assert!(
@@ -417,7 +438,7 @@ fn without_target_it_asks_the_supervisor_of_its_container_as_any_user() {
     app.set(Behaviour::Status(500));
     kw.wait_log(DEADLINE, "health changed: healthy → unhealthy");
     for as_nobody in [false, true] {
-        let (code, out) = check_inside(&kw, as_nobody);
+        let (code, out) = check_inside(&kw, &bin, as_nobody);
         assert_eq!(code, 1, "as nobody: {as_nobody}: {out}");
         assert!(
             out.starts_with("unhealthy: keepwell (pid 1) reports"),
@@ -429,6 +450,7 @@ fn without_target_it_asks_the_supervisor_of_its_container_as_any_user() {
 
 #[test]
 fn without_target_it_reaches_a_supervisor_that_is_not_root() {
+    let (_bin_dir, bin) = for_any_user();
     // As in an image with `USER 999`: keepwell itself is PID 1 without root, while
     // `docker exec` comes in as root or as any other user.
     let app = App::http(Behaviour::Status(200));
@@ -443,7 +465,9 @@ fn without_target_it_reaches_a_supervisor_that_is_not_root() {
     ];
     let kw = keepwell(&all)
         .pid1()
-        .setup("exec setpriv --reuid 999 --regid 999 --clear-groups \"$0\" \"$@\"")
+        .setup(&format!(
+            "exec setpriv --reuid 999 --regid 999 --clear-groups {bin} \"$@\""
+        ))
         .start();
     kw.wait_log(DEADLINE, "health changed: starting → healthy");
     assert_eq!(
@@ -456,7 +480,7 @@ fn without_target_it_reaches_a_supervisor_that_is_not_root() {
         kw.stderr()
     );
     for as_nobody in [false, true] {
-        let (code, out) = check_inside(&kw, as_nobody);
+        let (code, out) = check_inside(&kw, &bin, as_nobody);
         assert_eq!(code, 0, "as nobody: {as_nobody}: {out}");
         assert!(
             out.starts_with("healthy: keepwell (pid 1) reports"),
@@ -488,6 +512,7 @@ fn without_target_and_no_supervisor_it_says_so_and_exits_1() {
 
 #[test]
 fn a_verdict_from_outside_the_pid_namespace_is_refused() {
+    let (_bin_dir, bin) = for_any_user();
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixListener};
 
@@ -524,7 +549,7 @@ fn a_verdict_from_outside_the_pid_namespace_is_refused() {
 
     kw.wait_log(DEADLINE, "the local verdict socket is unavailable");
     for as_nobody in [false, true] {
-        let (code, out) = check_inside(&kw, as_nobody);
+        let (code, out) = check_inside(&kw, &bin, as_nobody);
         assert_eq!(code, 1, "{out}");
         assert_eq!(
             out,
@@ -536,6 +561,7 @@ fn a_verdict_from_outside_the_pid_namespace_is_refused() {
 
 #[test]
 fn two_containers_on_one_network_each_read_their_own_verdict() {
+    let (_bin_dir, bin) = for_any_user();
     let good_app = App::http(Behaviour::Status(200));
     let bad_app = App::http(Behaviour::Status(500));
     let good = container(&good_app);
@@ -544,10 +570,10 @@ fn two_containers_on_one_network_each_read_their_own_verdict() {
     bad.wait_log(DEADLINE, "health changed: starting → unhealthy");
     for _ in 0..3 {
         for as_nobody in [false, true] {
-            let (code, out) = check_inside(&good, as_nobody);
+            let (code, out) = check_inside(&good, &bin, as_nobody);
             assert_eq!(code, 0, "{out}");
             assert!(out.contains(&good_app.url()), "{out}");
-            let (code, out) = check_inside(&bad, as_nobody);
+            let (code, out) = check_inside(&bad, &bin, as_nobody);
             assert_eq!(code, 1, "{out}");
             assert!(out.contains(&bad_app.url()), "{out}");
         }
