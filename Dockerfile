@@ -13,6 +13,7 @@
 ARG RUST_IMAGE=rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
 
 FROM ${RUST_IMAGE} AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG TARGET=x86_64-unknown-linux-musl
 RUN rustup target add "${TARGET}"
 WORKDIR /src
@@ -24,12 +25,15 @@ COPY .cargo .cargo
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && cargo build --release --locked --target "${TARGET}" \
-    && rm -rf src "target/${TARGET}/release/keepwell" "target/${TARGET}/release/deps/keepwell-"*
+    && rm -rf src "target/${TARGET}/release/keepwell" "target/${TARGET}/release/deps/keepwell-"* \
+        "target/${TARGET}/release/.fingerprint/keepwell-"*
 
+# The real source; cargo rebuilds only the crate itself (its fingerprint was removed above).
 COPY src src
 RUN cargo build --release --locked --target "${TARGET}" \
     && cp "target/${TARGET}/release/keepwell" /keepwell \
-    && /keepwell --version
+    && /keepwell --version | grep -q '^keepwell '
+# (--version proves this is keepwell, not the placeholder main of the dependency layer)
 
 FROM scratch
 COPY --from=builder /keepwell /keepwell
