@@ -239,6 +239,10 @@ main() {
             install_packages
             start_dockerd
             make_python_image
+            # The tests untag their images but keep the layers as build cache; drop what no
+            # build has used for a day so repeated runs do not fill the disk.
+            docker_cli image prune -f --filter until=24h >/dev/null ||
+                say "warning: docker image prune failed (not fatal)"
             echo "export DOCKER_HOST=$DOCKER_HOST"
             ;;
         stop) stop_dockerd ;;

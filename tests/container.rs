@@ -504,9 +504,10 @@ fn stop_and_watch_drain(docker: &Docker, container: &str, listen_port: u16) -> D
     let mut stop = docker.cmd(&["stop", "-t", "20", container]);
     stop.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut stop = stop.spawn().expect("spawn docker stop");
-    // KEEPWELL_DRAIN=2s in the image: /readyz answers 503 while gunicorn still runs.
+    // KEEPWELL_DRAIN=2s in the image: /readyz answers 503 while the app still runs. (The
+    // deadline counts from spawning the docker CLI, so it allows for the CLI's own start.)
     wait_for(
-        Duration::from_secs(2),
+        Duration::from_secs(5),
         "/readyz to answer 503 during the drain",
         || docker.describe(container),
         || (http_status(listen_port, "/readyz") == Some(503)).then_some(()),
