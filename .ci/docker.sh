@@ -11,7 +11,7 @@
 #                        needs no Docker engine
 #
 # Why each piece is here:
-# - No image registry is reachable, so "python:3.11-slim" is replaced by a Debian bookworm
+# - No image registry is reachable, so "python:3.12-slim-bookworm" is replaced by a Debian bookworm
 #   minbase rootfs with python3, python3-venv and python3-pip, made with debootstrap and
 #   `docker import`ed as keepwell-test/python:bookworm. The rootfs tarball is cached under
 #   $KW_CACHE (default /tmp/keepwell-cache) because debootstrap takes minutes.
