@@ -241,6 +241,7 @@ pub enum Report {
         grace: Duration,
     },
     LeftoversSignalled {
+        pgid: i32,
         signal: Signal,
     },
     Killed {
@@ -623,7 +624,7 @@ impl Machine {
                         target: Target::Group(pid),
                         signal,
                     });
-                    out.report(Report::LeftoversSignalled { signal });
+                    out.report(Report::LeftoversSignalled { pgid: pid, signal });
                 }
             }
             _ => {}

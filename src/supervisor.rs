@@ -267,11 +267,13 @@ fn log_report(report: &Report) {
             signal.as_str(),
             probe::human_duration(*grace)
         ),
-        Report::LeftoversSignalled { signal } => tracing::info!(
+        // Only worth a line when something was left: usually the group died with the child.
+        Report::LeftoversSignalled { pgid, signal } if child::group_alive(*pgid) => tracing::info!(
             signal = signal.as_str(),
             "the child exited; what it left in its process group gets {}",
             signal.as_str()
         ),
+        Report::LeftoversSignalled { .. } => {}
         Report::Killed { reason } => {
             tracing::warn!("SIGKILL to the child's process group: {reason}")
         }
