@@ -67,6 +67,9 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                // A prober may shut down its write side once the request is sent (`nc -N`,
+                // shell probes); without this hyper sometimes closes before answering.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
             drop(permit);
