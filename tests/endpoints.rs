@@ -461,6 +461,8 @@ const ENDPOINTS: &[&str] = &["/livez", "/readyz", "/startupz", "/status", "/metr
 fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = http::connect(addr).expect("connect");
     stream.write_all(bytes).expect("send");
+    // Half-close, so the server ends the connection after its answer instead of keeping it.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     answer
@@ -518,6 +520,22 @@ fn head_is_get_without_a_body_other_methods_are_405_unknown_paths_404() {
         .unwrap_or("")
         .starts_with("text/plain"));
     assert_eq!(response.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn a_prober_that_half_closes_after_its_request_is_answered() {
+    // `printf 'GET /livez HTTP/1.0\r\n\r\n' | nc -N host 9000` shuts down its write side
+    // right after the request; before half_close(true), some of these got no answer.
+    let (_kw, listen) = sleeper();
+    for i in 0..200 {
+        let answer = raw(listen, b"GET /livez HTTP/1.0\r\n\r\n");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200 OK\r\n")
+                || answer.starts_with(b"HTTP/1.0 200 OK\r\n"),
+            "attempt {i}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 }
 
 #[test]
@@ -795,17 +813,29 @@ fn nothing_over_http_changes_anything() {
             );
         }
     }
-    // Bodies, garbage and protocol games get an error or a close, never an action.
+    // Bodies, garbage and protocol games get an error status or a close, never an action.
     for bytes in [
         &b"POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nTERM"[..],
-        b"GET /livez HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, close\r\n\r\n",
         b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello\r\n\r\n",
         b"KILL / HTTP/1.1\r\n\r\n",
         b"GET /livez HTTP/9.9\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ] {
-        raw(app.listen, bytes);
+        let answer = raw(app.listen, bytes);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{:?} was answered {text:?}",
+            String::from_utf8_lossy(bytes)
+        );
     }
+    // An upgrade request is served as the plain GET it is; nothing is upgraded.
+    let answer = raw(
+        app.listen,
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, close\r\n\r\n",
+    );
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert_eq!(app.probes(), (200, 200, 200));
     let status = app.status();
     assert_eq!(status["child_pid"], child, "{status}");
