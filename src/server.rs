@@ -11,12 +11,15 @@
 //!
 //! GET and HEAD only (405 otherwise), 404 for any other path. A hostile client cannot hold
 //! keepwell: headers must arrive within [`HEADER_READ_TIMEOUT`], a connection lives at most
-//! [`CONNECTION_LIFETIME`], and past [`MAX_CONNECTIONS`] new connections are closed at once
-//! instead of queueing. The server runs on its own thread, so a flood never shares a scheduler
-//! with signal forwarding, reaping or probes.
+//! [`CONNECTION_LIFETIME`], and past [`MAX_CONNECTIONS`] the oldest connection is closed to
+//! make room for the new one: memory stays bounded, and a client that opens connections and
+//! never uses them cannot keep the kubelet's next probe out (the newest connection is the last
+//! to be evicted). The server runs on its own thread, so a flood never shares a scheduler with
+//! signal forwarding, reaping or probes.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 
 use crate::status::Snapshot;
 
@@ -41,7 +44,7 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             return;
         }
     };
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -52,11 +55,9 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Full: closing now keeps memory bounded; a prober simply retries.
-            continue;
-        };
+        let (id, evicted) = lock(&open).admit();
         let snapshots = snapshots.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
@@ -71,10 +72,46 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
                 // shell probes); without this hyper sometimes closes before answering.
                 .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-            drop(permit);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+                // Evicted to make room for a newer connection (or the sender is gone).
+                _ = evicted => {}
+            }
+            lock(&open).forget(id);
         });
     }
+}
+
+/// The open connections, oldest first, each with the means to close it.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: u64,
+    open: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl OpenConnections {
+    /// Register a new connection, evicting the oldest when full; returns its id and the signal
+    /// that closes it.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        if self.open.len() >= MAX_CONNECTIONS {
+            // Dropping the sender wakes the oldest connection's task, which then closes.
+            self.open.pop_front();
+        }
+        let (close, evicted) = oneshot::channel();
+        self.next_id += 1;
+        self.open.push_back((self.next_id, close));
+        (self.next_id, evicted)
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.open.retain(|(open_id, _)| *open_id != id);
+    }
+}
+
+fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnections> {
+    // A panic while holding it would abort the process (panic = "abort"), so it is never
+    // poisoned in practice; recover the data rather than take the server down.
+    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
