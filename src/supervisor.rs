@@ -76,12 +76,15 @@ impl Supervisor {
         loop {
             while let Some(event) = self.pending.pop_front() {
                 let step = self.machine.step(event, Instant::now());
-                step.reports.iter().for_each(log_report);
+                let mut exit = None;
                 for action in step.actions {
-                    if let Some(code) = self.execute(action) {
-                        self.publish_snapshot();
-                        return code;
-                    }
+                    exit = exit.or(self.execute(action));
+                }
+                // Logged after acting, so a forwarded signal never waits for a log line.
+                step.reports.iter().for_each(log_report);
+                if let Some(code) = exit {
+                    self.publish_snapshot();
+                    return code;
                 }
             }
             // Checked after every wake, not only after events: the last leftover of the
