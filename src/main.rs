@@ -33,6 +33,12 @@ mod supervisor;
 use config::{CheckConfig, Config, LogFormat, UsageError};
 use status::Snapshot;
 
+/// musl's allocator hands every buffer of a probe back to the kernel at once (an mmap and a
+/// munmap per allocation, with TLB shootdowns across keepwell's two threads); dlmalloc keeps
+/// freed memory for the next probe and trims only past a threshold.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// Exit code for bad usage and for setup that fails before anything is started.
 const EXIT_USAGE: i32 = 2;
 
