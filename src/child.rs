@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::privileges::Identity;
@@ -49,6 +49,7 @@ pub fn spawn(
                 Some(&nix::sys::signal::SigSet::empty()),
                 None,
             )?;
+            crate::signals::restore_libc_reserved();
             nix::unistd::setsid().map_err(io::Error::from)?;
             if take_terminal {
                 // Failure only means no job control; the app still runs.
@@ -79,20 +80,9 @@ pub fn spawn(
     }
 }
 
-/// Send a signal; a target that is already gone (ESRCH) is not an error worth reporting.
-pub fn send(target: Target, signal: Signal) -> Result<(), Errno> {
-    let pid = match target {
-        Target::Child(pid) => Pid::from_raw(pid),
-        Target::Group(pgid) => Pid::from_raw(-pgid),
-    };
-    match kill(pid, signal) {
-        Err(Errno::ESRCH) => Ok(()),
-        other => other,
-    }
-}
-
-/// Send a signal by number (real-time signals have no `Signal` variant); ESRCH is benign.
-pub fn send_number(target: Target, signo: i32) -> Result<(), Errno> {
+/// Send a signal by number (real-time signals have no `Signal` variant); a target that is
+/// already gone (ESRCH) is not an error worth reporting.
+pub fn send(target: Target, signo: i32) -> Result<(), Errno> {
     let pid = match target {
         Target::Child(pid) => pid,
         Target::Group(pgid) => -pgid,

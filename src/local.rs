@@ -4,9 +4,10 @@
 //! TCP port and no `--listen`, and any user may connect. Abstract names are scoped by network
 //! namespace, and containers that share the host's network would share them, so the name
 //! carries the PID- and mount-namespace identities of the container: `docker exec` and
-//! HEALTHCHECK enter both, another container has its own. The client also checks, with
-//! SO_PEERCRED, that the answering process is visible in its own PID namespace: a squatter
-//! from another container shows up as pid 0 and is refused.
+//! HEALTHCHECK enter both, another container has its own. Both ends check the other with
+//! SO_PEERCRED: a process outside one's PID namespace shows up as pid 0, so the supervisor
+//! answers no other container (which could find the name in /proc/net/unix), and the client
+//! refuses a squatter that took the name first.
 
 use std::io::{self, Read};
 use std::os::linux::net::SocketAddrExt;
@@ -67,9 +68,19 @@ pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>)
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
+        // The name is visible to every process in the network namespace (/proc/net/unix): a
+        // peer outside this PID namespace shows up as pid 0 and gets nothing.
+        if !matches!(stream.peer_cred().map(|c| c.pid()), Ok(Some(pid)) if pid > 0) {
+            continue;
+        }
         let mut reply = snapshots.borrow().to_status_json();
         reply.push('\n');
         tokio::spawn(async move {

@@ -69,9 +69,25 @@ fn usage(e: UsageError) -> i32 {
     EXIT_USAGE
 }
 
+/// keepwell's log writer: stderr, where a failed write is dropped. tracing-subscriber reports a
+/// failed write with `eprintln!`, which panics on a broken pipe, and a PID 1 must never die
+/// because nobody reads its logs (a closed pipe, a stuck log driver).
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_max_level(config.log_level)
         .with_target(false);
     match config.log_format {

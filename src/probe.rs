@@ -205,17 +205,15 @@ pub async fn probe(spec: &ProbeSpec) -> ProbeResult {
     }
 }
 
-/// `2s`, `1.5s`, `250ms`.
+/// `250ms`, `2s`, `1.5s`, `5m`, `2h`: the shortest exact form a person would write.
 pub fn human_duration(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        let secs = d.as_secs_f64();
-        if secs.fract() == 0.0 {
-            format!("{}s", d.as_secs())
-        } else {
-            format!("{secs:.1}s")
-        }
-    } else {
-        format!("{}ms", d.as_millis())
+    let millis = d.as_millis();
+    match millis {
+        m if m < 1000 => format!("{m}ms"),
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        _ => format!("{:.1}s", d.as_secs_f64()),
     }
 }
 
@@ -460,6 +458,21 @@ mod tests {
         assert!(ranges.contains(204) && ranges.contains(304) && !ranges.contains(302));
         for bad in ["", "abc", "300-200", "99", "600", "200-", "200,,300"] {
             assert!(StatusRanges::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let cases = [
+            (250, "250ms"),
+            (2_000, "2s"),
+            (1_500, "1.5s"),
+            (300_000, "5m"),
+            (90_000, "90s"),
+            (7_200_000, "2h"),
+        ];
+        for (millis, text) in cases {
+            assert_eq!(human_duration(Duration::from_millis(millis)), text);
         }
     }
 

@@ -34,6 +34,8 @@ use crate::status::Snapshot;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTIONS: usize = 512;
+/// The largest request head served (hyper's minimum buffer); a longer one is a 431.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Accept and serve until the process ends.
 pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<Snapshot>) {
@@ -68,6 +70,9 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                // Requests here are a line and a few headers; hyper's default buffer (~400 KiB)
+                // would let 512 clients sending endless headers hold 200 MB.
+                .max_buf_size(MAX_REQUEST_HEAD)
                 // A prober may shut down its write side once the request is sent (`nc -N`,
                 // shell probes); without this hyper sometimes closes before answering.
                 .half_close(true)

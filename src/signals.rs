@@ -4,8 +4,8 @@
 //! process-directed signal waits in one queue that the supervisor reads in its loop, SIGCHLD
 //! included, so a signal can never interrupt the reaper or a probe halfway. signal-hook is not
 //! used on purpose: it refuses SIGSEGV, SIGILL and SIGFPE, which `docker kill -s` may send and
-//! which must reach the child like any other signal. The child starts with an empty mask (std's
-//! spawn resets it), so it sees signals as if keepwell were not there.
+//! which must reach the child like any other signal. `child::spawn` empties the mask again in
+//! the child, so the child sees signals as if keepwell were not there.
 
 use std::io;
 
@@ -23,17 +23,83 @@ pub struct SignalQueue {
 pub fn block_all() -> io::Result<SignalFd> {
     let all = SigSet::all();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), None)?;
+    ignore_libc_reserved();
     Ok(SignalFd::with_flags(
         &all,
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )?)
 }
 
+/// Signals 32-34 belong to musl (timers, thread cancellation, set*id across threads): it leaves
+/// them out of every mask and unblocks them when it starts a thread, so they cannot be read
+/// from the signalfd. Left at their default action, a `kill -34` (SIGRTMIN to glibc and
+/// Docker) would terminate a keepwell that is not PID 1. keepwell ignores them instead; the
+/// child gets the defaults back (`restore_libc_reserved`). musl's own sigaction refuses these
+/// numbers, hence the raw system call. glibc builds keep glibc's handlers (it refuses too).
+#[cfg(target_env = "musl")]
+fn ignore_libc_reserved() {
+    for signo in 32..=34 {
+        set_disposition_raw(signo, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(target_env = "musl"))]
+fn ignore_libc_reserved() {}
+
+/// In the child, between fork and exec: undo `ignore_libc_reserved` (ignored dispositions
+/// survive exec). Async-signal-safe: raw system calls only.
+#[cfg(target_env = "musl")]
+pub fn restore_libc_reserved() {
+    for signo in 32..=34 {
+        set_disposition_raw(signo, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(target_env = "musl"))]
+pub fn restore_libc_reserved() {}
+
+/// rt_sigaction(2) with a plain SIG_IGN or SIG_DFL disposition (no handler, so no restorer).
+#[cfg(target_env = "musl")]
+fn set_disposition_raw(signo: i32, disposition: libc::sighandler_t) {
+    /// The kernel's `struct sigaction` on x86_64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let action = KernelSigaction {
+        handler: disposition,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a valid kernel sigaction for an ignore/default disposition; the old one is not
+    // asked for; 8 is the kernel's sigset size. A failure leaves the disposition as it was.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signo,
+            &action as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+}
+
 /// Read whatever is queued now, without waiting.
+///
+/// Signals keepwell raised against itself are dropped here: a SIGPIPE from writing to a peer
+/// that closed (a Unix-socket probe, a closed stderr) is keepwell's own business, not the
+/// child's. keepwell never signals itself on purpose.
 pub fn read_pending(fd: &mut SignalFd) -> Vec<i32> {
+    let own_pid = std::process::id();
     let mut found = Vec::new();
     while let Ok(Some(info)) = fd.read_signal() {
-        found.push(info.ssi_signo as i32);
+        if info.ssi_pid != own_pid || info.ssi_signo == libc::SIGCHLD as u32 {
+            found.push(info.ssi_signo as i32);
+        }
     }
     found
 }

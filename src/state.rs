@@ -13,8 +13,9 @@
 //! | Idle | Start | Spawning | the supervisor is ready: start the app |
 //! | Spawning | ChildSpawned | Running | the child runs; health starts as `starting` (or `healthy` without a health URL) |
 //! | Spawning | SpawnFailed | Exited(126/127) | COMMAND cannot run; retrying would fail the same way |
-//! | Running | Signal(TERM/INT/QUIT) | Draining | `--drain` > 0: readiness drops first so load balancers stop sending traffic |
-//! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain: the child gets the stop signal at once |
+//! | Idle | Signal(TERM/INT/QUIT) | Exited(128+N) | a stop that came during setup: start nothing |
+//! | Running | Signal(TERM/INT) | Draining | `--drain` > 0: readiness drops first so load balancers stop sending traffic |
+//! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain (or QUIT, which means now): the child gets the stop signal at once |
 //! | Running | Signal(other) | Running | forwarded (after `--rewrite`) to the child or its group |
 //! | Running | RealtimeSignal | Running | forwarded as is (as in Draining, and Stopping while the child lives) |
 //! | Running | ProbeDone → unhealthy | Stopping(restart) | `--on-unhealthy restart` and the restart budget allows it |
@@ -28,6 +29,7 @@
 //! | Stopping | Tick past grace | Stopping | SIGKILL to the whole group: the grace is over |
 //! | Stopping | second TERM/INT/QUIT | Stopping | SIGKILL to the whole group at once, as tini and docker users expect |
 //! | Stopping(restart) | TERM/INT/QUIT | Stopping(exit) | a stop from outside beats a restart in progress |
+//! | Stopping(exit 3 or 4) | TERM/INT/QUIT | Stopping(same exit) | the exit already decided keeps its code |
 //! | Stopping | GroupGone | Backoff / Exited | the child and its leftovers are gone: restart later, or exit |
 //! | Backoff | Tick past the delay | Spawning | the backoff is over: spawn again |
 //! | Backoff | TERM/INT/QUIT | Exited(128+N) | nothing runs, so there is nothing to wait for |
@@ -311,7 +313,6 @@ enum Phase {
         pid: i32,
         track: HealthTrack,
         until: Instant,
-        signal: Signal,
         received: Signal,
     },
     Stopping {
@@ -340,6 +341,8 @@ pub struct View {
     pub ready: bool,
     /// `/startupz`: healthy at least once since the child last started.
     pub started: bool,
+    /// Between a TERM/INT and the stop signal under `--drain`.
+    pub draining: bool,
     pub restarts: u64,
 }
 
@@ -434,6 +437,7 @@ impl Machine {
             live: running && health != Health::Unhealthy,
             ready: matches!(self.phase, Phase::Running { .. }) && health == Health::Healthy,
             started,
+            draining: matches!(self.phase, Phase::Draining { .. }),
             restarts: self.restarts_total,
         }
     }
@@ -602,6 +606,7 @@ impl Machine {
                     target: Target::Group(pid),
                     signal,
                 });
+                out.report(Report::LeftoversSignalled { pgid: pid, signal });
                 self.phase = Phase::Stopping {
                     pid,
                     child_status: Some(status),
@@ -677,8 +682,8 @@ impl Machine {
         let stop = is_stop_request(signal);
         match self.phase.clone() {
             Phase::Running { pid, track } if stop => {
-                if self.policy.drain > Duration::ZERO {
-                    let sent = self.stop_signal_for(Some(signal));
+                // QUIT means "now" (gunicorn's quick shutdown): only TERM and INT drain.
+                if self.policy.drain > Duration::ZERO && signal != Signal::SIGQUIT {
                     out.report(Report::Draining {
                         signal,
                         drain: self.policy.drain,
@@ -687,7 +692,6 @@ impl Machine {
                         pid,
                         track,
                         until: now + self.policy.drain,
-                        signal: sent,
                         received: signal,
                     };
                 } else {
@@ -732,10 +736,12 @@ impl Machine {
                     requested, after, ..
                 } = &mut self.phase
                 {
-                    // A stop from outside turns a restart in progress into an exit; the
-                    // grace already running stays.
+                    // A stop from outside turns a restart in progress into an exit (an exit
+                    // already decided keeps its reason and code); the grace running stays.
                     *requested = true;
-                    *after = After::Exit(ExitReason::ChildStatus);
+                    if matches!(after, After::Restart(_)) {
+                        *after = After::Exit(ExitReason::ChildStatus);
+                    }
                 }
             }
             Phase::Backoff { .. } | Phase::Spawning | Phase::Idle if stop => {
@@ -745,26 +751,22 @@ impl Machine {
                     out,
                 );
             }
-            Phase::Running { pid, .. }
-            | Phase::Draining { pid, .. }
-            | Phase::Stopping {
-                pid,
-                child_status: None,
-                ..
-            } => {
-                let sent = self.policy.rewrites.get(&signal).copied().unwrap_or(signal);
-                let target = self.target(pid);
-                out.act(Action::Signal {
-                    target,
-                    signal: sent,
-                });
-                out.report(Report::Forwarded {
-                    received: signal,
-                    sent,
-                    target,
-                });
+            _ => {
+                // Not a stop: forwarded while a child runs, dropped otherwise (nothing to get it).
+                if let Some(pid) = self.child_to_signal() {
+                    let sent = self.policy.rewrites.get(&signal).copied().unwrap_or(signal);
+                    let target = self.target(pid);
+                    out.act(Action::Signal {
+                        target,
+                        signal: sent,
+                    });
+                    out.report(Report::Forwarded {
+                        received: signal,
+                        sent,
+                        target,
+                    });
+                }
             }
-            _ => {}
         }
     }
 

@@ -30,12 +30,24 @@ pub struct Supervisor {
     take_terminal: bool,
     machine: Machine,
     signals: SignalQueue,
-    pending: VecDeque<Event>,
+    pending: VecDeque<Work>,
     child_pid: Option<i32>,
     probe: Option<ProbeFuture>,
     snapshot: Snapshot,
     publish: watch::Sender<Snapshot>,
 }
+
+/// One item of the supervisor's queue, handled strictly in order.
+enum Work {
+    Event(Event),
+    /// SIGCHLD arrived: reap now, in order with the signals around it, so a signal read before
+    /// the SIGCHLD goes to a child that is at worst a zombie, never to a reaped (reusable) pid.
+    Reap,
+}
+
+/// While waiting for the child's group to empty, how often to look even without a SIGCHLD
+/// (the last leftover may be the child of another process, not of keepwell).
+const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What woke the loop.
 enum Wake {
@@ -60,21 +72,30 @@ impl Supervisor {
             take_terminal,
             machine: Machine::new(config.policy),
             signals,
-            pending: VecDeque::from([Event::Start]),
+            pending: VecDeque::new(),
             child_pid: None,
             probe: None,
             snapshot,
             publish,
         };
-        // Signals that came in while keepwell was setting up are handled first, in order.
+        // Signals that came in while keepwell was setting up come before the start: a stop
+        // signal then ends keepwell before anything was started, as the machine's Idle says.
         supervisor.on_signals(held_back);
+        supervisor.pending.push_back(Work::Event(Event::Start));
         supervisor
     }
 
     /// Run until the machine says exit; returns keepwell's exit code.
     pub async fn run(mut self) -> i32 {
         loop {
-            while let Some(event) = self.pending.pop_front() {
+            while let Some(work) = self.pending.pop_front() {
+                let event = match work {
+                    Work::Event(event) => event,
+                    Work::Reap => {
+                        self.reap();
+                        continue;
+                    }
+                };
                 let step = self.machine.step(event, Instant::now());
                 let mut exit = None;
                 for action in step.actions {
@@ -91,13 +112,17 @@ impl Supervisor {
             // group is usually an orphan whose reaping produces no event of its own.
             if let Some(pgid) = self.machine.awaiting_group() {
                 if !child::group_alive(pgid) {
-                    self.pending.push_back(Event::GroupGone);
+                    self.pending.push_back(Work::Event(Event::GroupGone));
                     continue;
                 }
             }
             self.publish_snapshot();
 
-            let deadline = self.machine.next_deadline();
+            let mut deadline = self.machine.next_deadline();
+            if self.machine.awaiting_group().is_some() {
+                let poll = Instant::now() + GROUP_POLL;
+                deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+            }
             let wake = {
                 let probe = &mut self.probe;
                 tokio::select! {
@@ -120,32 +145,40 @@ impl Supervisor {
                 Wake::Probe(result) => {
                     self.probe = None;
                     self.record_probe(&result);
-                    self.pending.push_back(Event::ProbeDone {
+                    self.pending.push_back(Work::Event(Event::ProbeDone {
                         ok: result.ok,
                         detail: result.detail,
-                    });
+                    }));
                 }
-                Wake::Deadline => self.pending.push_back(Event::Tick),
+                Wake::Deadline => self.pending.push_back(Work::Event(Event::Tick)),
             }
         }
     }
 
     fn on_signals(&mut self, batch: Vec<i32>) {
         for signo in batch {
-            if signo == libc::SIGCHLD {
-                for (pid, status) in reaper::reap_all() {
-                    if Some(pid) == self.child_pid {
-                        self.child_pid = None;
-                        self.pending.push_back(Event::ChildExited { pid, status });
-                    } else {
-                        tracing::debug!(pid, "reaped an orphan");
-                    }
+            let work = if signo == libc::SIGCHLD {
+                Work::Reap
+            } else {
+                match Signal::try_from(signo) {
+                    Ok(signal) => Work::Event(Event::Signal(signal)),
+                    Err(_) => Work::Event(Event::RealtimeSignal(signo)),
                 }
-                continue;
-            }
-            match Signal::try_from(signo) {
-                Ok(signal) => self.pending.push_back(Event::Signal(signal)),
-                Err(_) => self.pending.push_back(Event::RealtimeSignal(signo)),
+            };
+            self.pending.push_back(work);
+        }
+    }
+
+    /// Reap everything that exited; the child's exit goes first in the queue, so the signals
+    /// read after this SIGCHLD meet a machine that already knows the child is gone.
+    fn reap(&mut self) {
+        for (pid, status) in reaper::reap_all() {
+            if Some(pid) == self.child_pid {
+                self.child_pid = None;
+                self.pending
+                    .push_front(Work::Event(Event::ChildExited { pid, status }));
+            } else {
+                tracing::debug!(pid, "reaped an orphan");
             }
         }
     }
@@ -163,16 +196,19 @@ impl Supervisor {
                             command = ?self.command,
                             "child started"
                         );
-                        self.pending.push_back(Event::ChildSpawned { pid });
+                        // First in the queue: what follows must see the child running.
+                        self.pending
+                            .push_front(Work::Event(Event::ChildSpawned { pid }));
                     }
                     Err(e) => {
                         tracing::error!(code = e.code, "COMMAND {}", e.message);
-                        self.pending.push_back(Event::SpawnFailed { code: e.code });
+                        self.pending
+                            .push_front(Work::Event(Event::SpawnFailed { code: e.code }));
                     }
                 }
             }
             Action::Signal { target, signal } => {
-                if let Err(e) = child::send(target, signal) {
+                if let Err(e) = child::send(target, signal as i32) {
                     tracing::warn!(
                         ?target,
                         signal = signal.as_str(),
@@ -181,7 +217,7 @@ impl Supervisor {
                 }
             }
             Action::SignalNumber { target, signo } => {
-                if let Err(e) = child::send_number(target, signo) {
+                if let Err(e) = child::send(target, signo) {
                     tracing::warn!(?target, signo, "sending the signal failed: {e}");
                 } else {
                     tracing::info!("forwarded signal {signo} to {}", target_text(&target));
@@ -225,7 +261,7 @@ impl Supervisor {
         snapshot.live = view.live;
         snapshot.ready = view.ready;
         snapshot.started = view.started;
-        snapshot.draining = view.phase == "draining";
+        snapshot.draining = view.draining;
         let next = snapshot.clone();
         self.publish.send_if_modified(|current| {
             let changed = *current != next;
@@ -293,7 +329,8 @@ fn log_report(report: &Report) {
             restarts_in_window,
             window,
         } => tracing::error!(
-            "giving up: {restarts_in_window} restarts inside {} already (--max-restarts)",
+            "giving up: {restarts_in_window} restart{} inside {} already (--max-restarts)",
+            if *restarts_in_window == 1 { "" } else { "s" },
             probe::human_duration(*window)
         ),
         Report::Forwarded {

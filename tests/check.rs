@@ -579,3 +579,43 @@ fn two_containers_on_one_network_each_read_their_own_verdict() {
         }
     }
 }
+
+#[test]
+fn the_supervisor_answers_no_process_outside_its_pid_namespace() {
+    use std::io::Read;
+    use std::os::linux::net::SocketAddrExt;
+    // The socket's name can be read by anyone on the network namespace (/proc/net/unix); a
+    // process outside the container's PID namespace (this test, on the host) gets nothing.
+    let mut kw = common::keepwell(&["--", "sleep", "30"]).pid1().start();
+    kw.wait_child(Duration::from_secs(10));
+    let ns = |kind: &str| {
+        let link = std::fs::read_link(format!("/proc/{}/ns/{kind}", kw.pid)).expect("ns link");
+        let text = link.to_string_lossy().to_string();
+        text.trim_start_matches(|c: char| !c.is_ascii_digit())
+            .trim_end_matches(']')
+            .to_string()
+    };
+    let name = format!("keepwell/{}/{}", ns("pid"), ns("mnt"));
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+    let mut stream = common::wait_for(Duration::from_secs(10), "the supervisor's socket", || {
+        std::os::unix::net::UnixStream::connect_addr(&addr).ok()
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert_eq!(reply, "", "a process outside the namespace got the verdict");
+    // From inside, the same supervisor answers.
+    let inside = kw
+        .exec(&[common::KEEPWELL, "check"])
+        .output()
+        .expect("check inside");
+    assert!(
+        String::from_utf8_lossy(&inside.stdout).starts_with("healthy:"),
+        "{}",
+        String::from_utf8_lossy(&inside.stdout)
+    );
+    kw.signal(nix::sys::signal::Signal::SIGTERM);
+    kw.wait_exit(Duration::from_secs(10));
+}

@@ -718,7 +718,7 @@ fn a_crash_loop_gives_up_after_max_restarts_with_code_4() {
         "{log}"
     );
     assert!(
-        log.contains("giving up: 1 restarts inside 300s already (--max-restarts)"),
+        log.contains("giving up: 1 restart inside 5m already (--max-restarts)"),
         "{log}"
     );
     assert!(

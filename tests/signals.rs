@@ -317,3 +317,34 @@ fn realtime_signals_are_forwarded_too() {
         );
     }
 }
+
+#[test]
+fn keepwells_own_sigpipe_is_not_forwarded() {
+    // keepwell's stderr is a pipe nobody reads: every log line it writes raises SIGPIPE
+    // against keepwell itself. That is keepwell's business; the child must see only USR1.
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("signals");
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    drop(reader);
+    let mut kw = std::process::Command::new(KEEPWELL)
+        .args([
+            "--",
+            "python3",
+            &support("echo_signals.py"),
+            out.to_str().expect("utf-8"),
+        ])
+        .env("EXIT_ON", "TERM")
+        .stderr(std::process::Stdio::from(writer))
+        .spawn()
+        .expect("start keepwell");
+    wait_until(DEADLINE, "ready", || read(&out).contains("ready"));
+    let pid = nix::unistd::Pid::from_raw(kw.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGUSR1).expect("USR1");
+    kw_wait(&out, &["USR1"]);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("TERM");
+    let status = wait_for(DEADLINE, "keepwell to exit", || {
+        kw.try_wait().expect("try_wait")
+    });
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(echoed(&out), ["USR1", "TERM"]);
+}

@@ -345,7 +345,10 @@ fn restart_on_failure_restarts_failures_only() {
         ..policy()
     });
     let step = exit_and_restart(&mut m, ExitStatus::Signaled(11), 0);
-    assert!(matches!(step.reports[0], Report::RestartScheduled { .. }));
+    assert!(step
+        .reports
+        .iter()
+        .any(|r| matches!(r, Report::RestartScheduled { .. })));
     m.step(Event::Tick, t(1_000));
     m.step(Event::ChildSpawned { pid: PID }, t(1_000));
     let step = exit_and_restart(&mut m, ExitStatus::Code(0), 2_000);
@@ -365,7 +368,10 @@ fn backoff_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
         let step = exit_and_restart(&mut m, ExitStatus::Code(1), now);
         let until = m.next_deadline().expect("backoff deadline");
         delays.push(until.duration_since(t(now)).as_secs());
-        assert!(matches!(step.reports[0], Report::RestartScheduled { .. }));
+        assert!(step
+            .reports
+            .iter()
+            .any(|r| matches!(r, Report::RestartScheduled { .. })));
         assert!(m
             .step(Event::Tick, until - Duration::from_millis(1))
             .actions
@@ -630,4 +636,62 @@ fn realtime_signals_are_forwarded_by_number_while_a_child_runs() {
         t(2),
     );
     assert!(m.step(Event::RealtimeSignal(40), t(3)).actions.is_empty());
+}
+
+#[test]
+fn quit_stops_at_once_even_with_a_drain() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGQUIT), t(0));
+    assert!(step
+        .actions
+        .contains(&signal_to(Target::Child(PID), Signal::SIGTERM)));
+    assert_eq!(m.view().phase, "stopping");
+}
+
+#[test]
+fn a_stop_request_during_an_unhealthy_exit_keeps_exit_code_3() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Exit,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    m.step(Event::Signal(Signal::SIGTERM), t(31_100));
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(31_200),
+    );
+    assert_eq!(
+        exit_code(&m.step(Event::GroupGone, t(31_300))),
+        Some(EXIT_UNHEALTHY)
+    );
+}
+
+#[test]
+fn a_stop_signal_before_the_start_exits_without_starting_anything() {
+    let mut m = Machine::new(policy());
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(0));
+    assert_eq!(exit_code(&step), Some(143));
+    assert!(m.step(Event::Start, t(1)).actions.is_empty());
+}
+
+#[test]
+fn the_view_says_draining_only_while_draining() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    assert!(!m.view().draining);
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    assert!(m.view().draining);
+    m.step(Event::Tick, t(5_000));
+    assert!(!m.view().draining);
 }

@@ -288,3 +288,33 @@ pub fn echoed(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The shipped form: the static musl release binary, built (or found up to date) by cargo.
+pub fn static_keepwell() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "--bin",
+            "keepwell",
+            "--message-format=json-render-diagnostics",
+        ])
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "the static build failed (is the musl target installed? rustup target add \
+         x86_64-unknown-linux-musl):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "keepwell")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported the keepwell executable")
+}
