@@ -1204,3 +1204,40 @@ fn listen_on_a_port_in_use_exits_2_naming_listen() {
         "nothing may start when --listen cannot bind"
     );
 }
+
+#[test]
+fn endless_request_headers_are_cut_at_8_kib_and_memory_stays_bounded() {
+    let (kw, listen) = sleeper();
+    // One oversized head: refused with 431, as hyper does past its buffer.
+    let mut stream = http::connect(listen).expect("connect");
+    let mut request = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 20_000));
+    request.extend(b"\r\n\r\n");
+    let _ = stream.write_all(&request);
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).expect("an answer");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // 200 clients each pushing 100 KB of never-ending headers: keepwell holds at most 8 KiB
+    // of each (before, this was ~400 KiB each: 80 MB).
+    let before = vm_rss_kib(kw.pid);
+    let chunk = vec![b'a'; 100_000];
+    let clients: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            let mut s = http::connect(listen).ok()?;
+            s.set_write_timeout(Some(Duration::from_millis(200))).ok()?;
+            let _ = s.write_all(b"GET /livez HTTP/1.1\r\nX-Endless: ");
+            let _ = s.write_all(&chunk);
+            Some(s)
+        })
+        .collect();
+    // Answered after the floods were read: the server thread has been through them.
+    assert_eq!(http::status(listen, "/livez"), 200);
+    let during = vm_rss_kib(kw.pid);
+    eprintln!("VmRSS before {before} KiB, with 200 endless headers {during} KiB");
+    assert!(during < before + 16 * 1024, "{before} -> {during} KiB");
+    drop(clients);
+}
