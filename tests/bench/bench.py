@@ -826,6 +826,49 @@ def main():
     with open(RESULTS, "w") as f:
         f.write("\n".join(out_lines) + "\n")
     log(f"results written to {RESULTS}")
+    write_chart(os.path.join(os.path.dirname(RESULTS), "chart.svg"))
+
+
+# ---------------------------------------------------------------- chart
+
+
+def write_chart(path):
+    """An SVG bar chart of what a HEALTHCHECK costs per call: CPU and peak RSS."""
+    check = raw.get("check")
+    if not check:
+        return
+    # keepwell against curl, the command it replaces (Python's would flatten both bars).
+    names = [n for n in check if "python" not in n]
+    panels = [("CPU per call (µs)", lambda r: r["cpu_mean"] * 1e6),
+              ("peak RSS (KiB)", lambda r: r["gnu_time"]["maxrss_median"])]
+    bar_h, gap, label_w, bar_w, panel_gap = 22, 8, 270, 360, 40
+    rows_h = len(names) * (bar_h + gap)
+    height = 30 + len(panels) * (rows_h + panel_gap)
+    colours = {"keepwell": "#2e7d32", "curl": "#c62828", "python": "#6d4c41"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 120}" '
+             f'height="{height}" font-family="sans-serif" font-size="13">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="8" y="20" font-size="15" font-weight="bold">'
+             f'One Docker HEALTHCHECK call, loopback</text>']
+    y = 40
+    for title, value in panels:
+        parts.append(f'<text x="8" y="{y}" font-weight="bold">{title}</text>')
+        y += 8
+        top = max(value(check[n]) for n in names) or 1
+        for n in names:
+            v = value(check[n])
+            w = max(1, int(bar_w * v / top))
+            colour = next((c for k, c in colours.items() if k in n), "#555")
+            parts.append(f'<text x="8" y="{y + 16}">{n}</text>')
+            parts.append(f'<rect x="{label_w}" y="{y}" width="{w}" height="{bar_h}" '
+                         f'fill="{colour}"/>')
+            parts.append(f'<text x="{label_w + w + 6}" y="{y + 16}">{v:,.0f}</text>')
+            y += bar_h + gap
+        y += panel_gap - gap
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    log(f"chart written to {path}")
 
 
 if __name__ == "__main__":
