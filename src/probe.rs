@@ -278,26 +278,29 @@ async fn exchange(spec: &ProbeSpec) -> Result<String, String> {
                 (false, 80) => host.clone(),
                 (false, p) => format!("{host}:{p}"),
             };
-            http_get(stream, &authority, path, spec).await
+            http_get(Box::new(stream), &authority, path, spec).await
         }
         Target::Unix { socket, path } => {
             let stream = tokio::net::UnixStream::connect(socket)
                 .await
                 .map_err(|e| connect_error(&e, socket))?;
-            http_get(stream, "localhost", path, spec).await
+            http_get(Box::new(stream), "localhost", path, spec).await
         }
     }
 }
 
-async fn http_get<S>(
-    stream: S,
+/// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
+/// once per socket type (it is the largest part of a probe in the binary).
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
+
+async fn http_get(
+    stream: Box<dyn Socket>,
     authority: &str,
     path: &str,
     spec: &ProbeSpec,
-) -> Result<String, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<String, String> {
     let shown = spec.target.display();
     let bad = |e: hyper::Error| format!("bad response from {shown}: {e}");
     // The response head is bounded by the same 64 KiB as the body, and so is the read buffer:
