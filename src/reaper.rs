@@ -4,8 +4,6 @@
 //! wait for children, or it would race this loop for exit statuses and steal the child's.
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 
 use crate::state::ExitStatus;
 
@@ -21,21 +19,29 @@ pub fn become_subreaper_unless_pid1() -> Result<bool, Errno> {
 }
 
 /// Reap every child that has exited, ours or adopted, until none is left waiting.
+///
+/// Raw waitpid(2) rather than nix's: nix turns a status it cannot name (death by a real-time
+/// signal, e.g. SIGRTMIN+1) into an error *after* the kernel has consumed the zombie, and the
+/// child's exit would be lost.
 pub fn reap_all() -> Vec<(i32, ExitStatus)> {
     let mut reaped = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                reaped.push((pid.as_raw(), ExitStatus::Code(code)))
+        let mut status = 0;
+        // SAFETY: waitpid(2) writes only to the status integer we pass.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        match pid {
+            // Nothing (more) has exited, or no children at all.
+            0 => break,
+            -1 if Errno::last() == Errno::EINTR => continue,
+            -1 => break,
+            pid if libc::WIFEXITED(status) => {
+                reaped.push((pid, ExitStatus::Code(libc::WEXITSTATUS(status))))
             }
-            Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                reaped.push((pid.as_raw(), ExitStatus::Signaled(signal as i32)))
+            pid if libc::WIFSIGNALED(status) => {
+                reaped.push((pid, ExitStatus::Signaled(libc::WTERMSIG(status))))
             }
-            // Nothing (more) has exited.
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            // Stopped/continued are not reported without WUNTRACED/WCONTINUED; keep looping.
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
+            // Stopped/continued are not reported without WUNTRACED/WCONTINUED.
+            _ => continue,
         }
     }
     reaped

@@ -8,16 +8,35 @@ use std::time::Duration;
 
 use common::*;
 
+/// Run keepwell to its end (10 s at most: a keepwell that does not exit fails the test and is
+/// killed); its exit code and stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(KEEPWELL)
+    let mut child = Command::new(KEEPWELL)
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run keepwell");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keepwell {args:?} did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
     (
-        out.status
+        status
             .code()
             .expect("keepwell exits, never dies of a signal"),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
     )
 }
 
@@ -86,4 +105,22 @@ fn command_not_executable_is_126() {
     assert!(log.contains("cannot be executed"), "{log}");
     let (code, _) = run(&["--", dir.path().to_str().expect("utf-8")]);
     assert_eq!(code, 126, "a directory is not a program");
+}
+
+#[test]
+fn death_by_a_realtime_signal_is_128_plus_n_too() {
+    // A status nix cannot name: keepwell must still see the child's exit, and not hang.
+    for signo in [35, 40, 50] {
+        let (got, log) = run(&["--", "sh", "-c", &format!("kill -{signo} $$")]);
+        assert_eq!(got, 128 + signo, "{log}");
+        let mut kw = keepwell(&["--", "sh", "-c", &format!("kill -{signo} $$")])
+            .pid1()
+            .start();
+        assert_eq!(
+            kw.wait_exit(Duration::from_secs(10)),
+            128 + signo,
+            "{}",
+            kw.stderr()
+        );
+    }
 }
