@@ -105,8 +105,7 @@ fn supervise(config: Config) -> i32 {
         Ok(fd) => fd,
         Err(e) => return fatal(format!("cannot set up signal handling: {e}")),
     };
-    let mut held_back = Vec::new();
-    let take_terminal = signals::release_terminal(&mut signal_fd, &mut held_back);
+    let take_terminal = signals::release_terminal();
     match reaper::become_subreaper_unless_pid1() {
         Ok(true) => tracing::debug!("not PID 1: registered as child subreaper"),
         Ok(false) => {}
@@ -186,6 +185,9 @@ fn supervise(config: Config) -> i32 {
         Ok(runtime) => runtime,
         Err(e) => return fatal(format!("cannot start the event loop: {e}")),
     };
+    // Signals that came during setup (a `docker stop` right after the start) are handled
+    // before the child starts: a stop then starts nothing.
+    let held_back = signals::read_pending(&mut signal_fd);
     runtime.block_on(async move {
         let queue = match signals::SignalQueue::new(signal_fd) {
             Ok(queue) => queue,

@@ -35,33 +35,51 @@ pub fn block_all() -> io::Result<SignalFd> {
 /// from the signalfd. Left at their default action, a `kill -34` (SIGRTMIN to glibc and
 /// Docker) would terminate a keepwell that is not PID 1. keepwell ignores them instead; the
 /// child gets the defaults back (`restore_libc_reserved`). musl's own sigaction refuses these
-/// numbers, hence the raw system call. glibc builds keep glibc's handlers (it refuses too).
-#[cfg(target_env = "musl")]
+/// numbers, hence the raw system call. glibc builds are left alone: glibc uses 32 and 33 for
+/// itself and cannot have them ignored (a non-PID-1 glibc build can still die of kill -32).
+#[cfg(all(
+    target_env = "musl",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn ignore_libc_reserved() {
     for signo in 32..=34 {
         set_disposition_raw(signo, libc::SIG_IGN);
     }
 }
 
-#[cfg(not(target_env = "musl"))]
+#[cfg(not(all(
+    target_env = "musl",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn ignore_libc_reserved() {}
 
 /// In the child, between fork and exec: undo `ignore_libc_reserved` (ignored dispositions
 /// survive exec). Async-signal-safe: raw system calls only.
-#[cfg(target_env = "musl")]
+#[cfg(all(
+    target_env = "musl",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub fn restore_libc_reserved() {
     for signo in 32..=34 {
         set_disposition_raw(signo, libc::SIG_DFL);
     }
 }
 
-#[cfg(not(target_env = "musl"))]
+#[cfg(not(all(
+    target_env = "musl",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 pub fn restore_libc_reserved() {}
 
 /// rt_sigaction(2) with a plain SIG_IGN or SIG_DFL disposition (no handler, so no restorer).
-#[cfg(target_env = "musl")]
+/// The struct below is the kernel's layout on x86_64 and aarch64 only; other architectures
+/// (riscv64 has no restorer field, mips orders the fields differently) go without.
+#[cfg(all(
+    target_env = "musl",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn set_disposition_raw(signo: i32, disposition: libc::sighandler_t) {
-    /// The kernel's `struct sigaction` on x86_64.
+    /// The kernel's `struct sigaction` on x86_64 and aarch64.
     #[repr(C)]
     struct KernelSigaction {
         handler: libc::sighandler_t,
@@ -107,23 +125,11 @@ pub fn read_pending(fd: &mut SignalFd) -> Vec<i32> {
 /// Give up the controlling terminal so the child's new session can take it (`docker run -it`).
 ///
 /// When the session leader does this, the kernel sends SIGHUP and SIGCONT to the foreground
-/// group, which is keepwell's own: those two are consumed here, before they could be forwarded
-/// to a child that would die of the HUP. Other signals read meanwhile are returned to be
-/// handled in order. Returns whether keepwell had a terminal to give.
-pub fn release_terminal(fd: &mut SignalFd, held_back: &mut Vec<i32>) -> bool {
+/// group, which is keepwell's own; they carry keepwell's own pid, so `read_pending` drops them
+/// and the child never gets a HUP it would die of. Returns whether there was a terminal to give.
+pub fn release_terminal() -> bool {
     // SAFETY: TIOCNOTTY takes no argument and only changes this process's session state.
-    let released = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCNOTTY) } == 0;
-    if released && nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid()) {
-        let (mut hup, mut cont) = (false, false);
-        for signo in read_pending(fd) {
-            match signo {
-                libc::SIGHUP if !hup => hup = true,
-                libc::SIGCONT if !cont => cont = true,
-                other => held_back.push(other),
-            }
-        }
-    }
-    released
+    unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCNOTTY) == 0 }
 }
 
 impl SignalQueue {

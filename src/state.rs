@@ -829,12 +829,19 @@ impl Machine {
                 pid,
                 deadline,
                 killed,
+                child_status,
                 ..
             } if deadline <= now => {
-                if killed {
+                if killed && child_status.is_some() {
                     // SIGKILL went out a while ago and something still holds the group (a
                     // zombie whose parent lives elsewhere): stop waiting for it.
-                    self.on_group_gone_forced(now, out);
+                    self.on_group_gone(now, out);
+                } else if killed {
+                    // The child itself outlives SIGKILL (stuck in the kernel, state D): keep
+                    // waiting for it rather than start a second one beside it.
+                    if let Phase::Stopping { deadline, .. } = &mut self.phase {
+                        *deadline = now + AFTER_KILL_LIMIT;
+                    }
                 } else {
                     self.kill(pid, "the grace period ran out", now, out);
                 }
@@ -845,14 +852,6 @@ impl Machine {
             }
             _ => {}
         }
-    }
-
-    fn on_group_gone_forced(&mut self, now: Instant, out: &mut Step) {
-        if let Phase::Stopping { child_status, .. } = &mut self.phase {
-            // The child itself was killed if it had not exited yet.
-            child_status.get_or_insert(ExitStatus::Signaled(Signal::SIGKILL as i32));
-        }
-        self.on_group_gone(now, out);
     }
 
     fn on_probe(&mut self, ok: bool, detail: String, now: Instant, out: &mut Step) {

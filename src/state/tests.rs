@@ -695,3 +695,27 @@ fn the_view_says_draining_only_while_draining() {
     m.step(Event::Tick, t(5_000));
     assert!(!m.view().draining);
 }
+
+#[test]
+fn a_child_that_outlives_sigkill_is_waited_for_never_replaced() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    m.step(Event::Tick, t(8_000));
+    // Stuck in the kernel: no exit, deadline after deadline.
+    for at in [10_000, 12_000, 60_000] {
+        let step = m.step(Event::Tick, t(at));
+        assert!(step.actions.is_empty(), "at {at}: {:?}", step.actions);
+        assert_eq!(m.view().phase, "stopping");
+    }
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Signaled(9),
+        },
+        t(61_000),
+    );
+    assert_eq!(exit_code(&m.step(Event::GroupGone, t(61_000))), Some(137));
+}
