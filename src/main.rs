@@ -12,7 +12,7 @@
 //! - `probe`: one HTTP, TCP or Unix-socket probe, bounded in time and size.
 //! - `status`: the published snapshot and its JSON and Prometheus renderings.
 //! - `server`: the `--listen` endpoints; `local`: the socket `keepwell check` asks.
-//! - `check`: `keepwell check`.
+//! - `check`: `keepwell check`; `logging`: keepwell's own lines, never blocking the loop.
 //!
 //! This file is the table of contents: parse, configure, run, exit.
 
@@ -21,6 +21,7 @@ mod child;
 mod cli;
 mod config;
 mod local;
+mod logging;
 mod privileges;
 mod probe;
 mod reaper;
@@ -30,7 +31,7 @@ mod state;
 mod status;
 mod supervisor;
 
-use config::{CheckConfig, Config, LogFormat, UsageError};
+use config::{CheckConfig, Config, UsageError};
 use status::Snapshot;
 
 /// musl's allocator hands every buffer of a probe back to the kernel at once (an mmap and a
@@ -38,6 +39,9 @@ use status::Snapshot;
 /// freed memory for the next probe and trims only past a threshold.
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+/// How long the exit may wait for the last log lines to reach stderr.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Exit code for bad usage and for setup that fails before anything is started.
 const EXIT_USAGE: i32 = 2;
@@ -57,7 +61,11 @@ fn main() {
             Err(e) => usage(e),
         },
         Ok(cli::Invocation::Supervise(parsed)) => match Config::from_args(&parsed) {
-            Ok(config) => supervise(config),
+            Ok(config) => {
+                let code = supervise(config);
+                logging::flush(LOG_FLUSH_LIMIT);
+                code
+            }
             Err(e) => usage(e),
         },
     };
@@ -69,36 +77,9 @@ fn usage(e: UsageError) -> i32 {
     EXIT_USAGE
 }
 
-/// keepwell's log writer: stderr, where a failed write is dropped. tracing-subscriber reports a
-/// failed write with `eprintln!`, which panics on a broken pipe, and a PID 1 must never die
-/// because nobody reads its logs (a closed pipe, a stuck log driver).
-struct LossyStderr;
-
-impl std::io::Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_logging(config: &Config) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(|| LossyStderr)
-        .with_max_level(config.log_level)
-        .with_target(false);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 /// Set up in the order PID 1 needs, then hand over to the supervisor.
 fn supervise(config: Config) -> i32 {
-    init_logging(&config);
+    logging::init(&config);
 
     // Signals first, before any thread exists, so none is ever delivered to a handler.
     let mut signal_fd = match signals::block_all() {
@@ -139,6 +120,11 @@ fn supervise(config: Config) -> i32 {
         if let Err(e) = privileges::drop_to(user) {
             return fatal(format!("--user {}: cannot drop privileges: {e}", user.name));
         }
+    }
+
+    // The first thread other than main: after the drop, with every signal blocked.
+    if let Err(e) = logging::start_writer() {
+        tracing::warn!("cannot start the log writer thread ({e}): logging directly to stderr");
     }
 
     let user = match &config.user {

@@ -94,3 +94,57 @@ fn no_line_per_successful_probe() {
     // Started, healthy, stopping, exiting: four events, however many probes.
     assert_eq!(lines.len(), 4, "{log}");
 }
+
+#[test]
+fn a_stderr_nobody_reads_never_stalls_signals_or_the_stop() {
+    // The pipe's read end stays open and unread: once its 64 KiB fill up, a keepwell that
+    // wrote its log lines itself would block in write(2) and handle nothing more.
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("child");
+    let script = format!(
+        "import signal, sys, time\n\
+         out = open({out:?}, 'a', buffering=1)\n\
+         signal.signal(40, lambda n, f: None)\n\
+         signal.signal(signal.SIGTERM, lambda n, f: (out.write('TERM\\n'), sys.exit(0)))\n\
+         out.write('ready\\n')\n\
+         while True: time.sleep(1)\n",
+        out = out.to_str().expect("utf-8")
+    );
+    let (_unread, writer) = nix::unistd::pipe().expect("pipe");
+    let mut kw = Command::new(KEEPWELL)
+        .args(["--", "python3", "-c", &script])
+        .stderr(std::process::Stdio::from(writer))
+        .spawn()
+        .expect("start keepwell");
+    wait_until(Duration::from_secs(10), "ready", || {
+        read(&out).contains("ready")
+    });
+    // Real-time signals queue rather than merge: each one is forwarded and logged (~90
+    // bytes), so 2000 of them overflow the pipe.
+    for _ in 0..2000 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(kw.id() as i32, 40) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(kw.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = kw.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Take the stuck keepwell and its child down before failing.
+            for pid in descendants_of(kw.id() as i32) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = kw.kill();
+            panic!("keepwell did not stop within 10 s with its stderr unread");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(read(&out).contains("TERM"), "{}", read(&out));
+}
