@@ -99,19 +99,43 @@ pub enum AskError {
     Bad(String),
 }
 
+/// Connect within `timeout`. A full backlog (a flood of connections from anyone on the
+/// network namespace) makes a blocking connect wait without end; non-blocking, it answers
+/// EAGAIN at once and is tried again until the deadline.
+fn connect(name: &str, timeout: Duration) -> Result<UnixStream, AskError> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| AskError::Bad(e.to_string()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| AskError::Bad(format!("cannot make a socket: {e}")))?;
+        match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream
+                    .set_nonblocking(false)
+                    .map_err(|e| AskError::Bad(e.to_string()))?;
+                return Ok(stream);
+            }
+            Err(nix::errno::Errno::ECONNREFUSED) => return Err(AskError::NoSupervisor),
+            Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(AskError::Bad(format!("cannot reach the supervisor: {e}"))),
+        }
+    }
+}
+
 /// Ask this container's supervisor for its verdict.
 pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
     let name =
         socket_name().map_err(|e| AskError::Bad(format!("cannot read /proc/self/ns: {e}")))?;
-    let addr = SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| AskError::Bad(e.to_string()))?;
-    let mut stream = match UnixStream::connect_addr(&addr) {
-        Ok(stream) => stream,
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            return Err(AskError::NoSupervisor)
-        }
-        Err(e) => return Err(AskError::Bad(format!("cannot reach the supervisor: {e}"))),
-    };
+    let mut stream = connect(&name, timeout)?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| AskError::Bad(format!("cannot identify the supervisor: {e}")))?;
     if peer.pid() == 0 {
