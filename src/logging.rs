@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, LogFormat};
 
-/// Lines waiting for the writer thread at most; about 200 KiB of log at the longest lines.
-const QUEUE_LINES: usize = 1024;
+/// Lines waiting for the writer thread at most (a burst of events; the slots are allocated
+/// up front, so this is also resident memory: about 40 bytes a slot).
+const QUEUE_LINES: usize = 256;
 
 enum Message {
     Line(Vec<u8>),
