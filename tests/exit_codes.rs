@@ -17,18 +17,8 @@ fn run(args: &[&str]) -> (i32, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run keepwell");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keepwell {args:?} did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let what = format!("keepwell {args:?} exiting");
+    let status = wait_or_kill(&mut child, Duration::from_secs(10), &what);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
         .expect("read stderr");

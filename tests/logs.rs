@@ -129,24 +129,11 @@ fn a_stderr_nobody_reads_never_stalls_signals_or_the_stop() {
     }
     // SAFETY: as above.
     unsafe { libc::kill(kw.id() as i32, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = kw.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            // Take the stuck keepwell and its child down before failing.
-            for pid in descendants_of(kw.id() as i32) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = kw.kill();
-            panic!("keepwell did not stop within 10 s with its stderr unread");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_or_kill(
+        &mut kw,
+        Duration::from_secs(10),
+        "keepwell stopping with its stderr unread",
+    );
     assert_eq!(status.code(), Some(0));
     assert!(read(&out).contains("TERM"), "{}", read(&out));
 }

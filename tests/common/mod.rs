@@ -318,3 +318,23 @@ pub fn static_keepwell() -> PathBuf {
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .expect("cargo reported the keepwell executable")
 }
+
+/// Wait for a process started outside `Keepwell` to exit; past the deadline, kill it and
+/// everything it started, then fail naming `what`.
+pub fn wait_or_kill(child: &mut Child, deadline: Duration, what: &str) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > until {
+            for pid in descendants_of(child.id() as i32) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not happen within {deadline:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
