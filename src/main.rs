@@ -1,38 +1,10 @@
 //! keepwell: one small static PID 1 for Python containers.
 //!
-//! # Layout
-//! - `cli`: the command line and its `KEEPWELL_*` variables, as raw strings.
-//! - `config`: validation into one `Config`; every error names the flag or variable.
-//! - `state`: the state machine, pure: phases, health, restart policy, exit codes.
-//! - `supervisor`: the one task that owns the machine: signals, reaping, probes, timers.
-//! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
-//! - `reaper`: the only waitpid loop; subreaper registration.
-//! - `child`: spawning the child in its own session; signalling it or its group.
-//! - `privileges`: `--user` resolved from /etc files; the verified drop.
-//! - `probe`: one HTTP, TCP or Unix-socket probe, bounded in time and size.
-//! - `status`: the published snapshot and its JSON and Prometheus renderings.
-//! - `server`: the `--listen` endpoints; `local`: the socket `keepwell check` asks.
-//! - `check`: `keepwell check`; `logging`: keepwell's own lines, never blocking the loop.
-//!
-//! This file is the table of contents: parse, configure, run, exit.
+//! This file is the table of contents: parse, configure, run, exit. The parts live in the
+//! library (`lib.rs` lists them).
 
-mod check;
-mod child;
-mod cli;
-mod config;
-mod local;
-mod logging;
-mod privileges;
-mod probe;
-mod reaper;
-mod server;
-mod signals;
-mod state;
-mod status;
-mod supervisor;
-
-use config::{CheckConfig, Config, UsageError};
-use status::Snapshot;
+use keepwell::config::{CheckConfig, Config, UsageError};
+use keepwell::{check, cli, logging, startup, EXIT_USAGE};
 
 /// musl's allocator hands every buffer of a probe back to the kernel at once (an mmap and a
 /// munmap per allocation, with TLB shootdowns across keepwell's two threads); dlmalloc keeps
@@ -42,9 +14,6 @@ static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 /// How long the exit may wait for the last log lines to reach stderr.
 const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Exit code for bad usage and for setup that fails before anything is started.
-const EXIT_USAGE: i32 = 2;
 
 fn main() {
     let code = match cli::parse(std::env::args().collect()) {
@@ -62,7 +31,7 @@ fn main() {
         },
         Ok(cli::Invocation::Supervise(parsed)) => match Config::from_args(&parsed) {
             Ok(config) => {
-                let code = supervise(config);
+                let code = startup::supervise(config);
                 logging::flush(LOG_FLUSH_LIMIT);
                 code
             }
@@ -74,169 +43,5 @@ fn main() {
 
 fn usage(e: UsageError) -> i32 {
     eprintln!("{e}");
-    EXIT_USAGE
-}
-
-/// Set up in the order PID 1 needs, then hand over to the supervisor.
-fn supervise(config: Config) -> i32 {
-    logging::init(&config);
-
-    // Signals first, before any thread exists, so none is ever delivered to a handler.
-    let mut signal_fd = match signals::block_all() {
-        Ok(fd) => fd,
-        Err(e) => return fatal(format!("cannot set up signal handling: {e}")),
-    };
-    let take_terminal = signals::release_terminal();
-    match reaper::become_subreaper_unless_pid1() {
-        Ok(true) => tracing::debug!("not PID 1: registered as child subreaper"),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!("cannot register as child subreaper ({e}): orphans go to the real init")
-        }
-    }
-
-    // Sockets are bound while keepwell may still be root, before the drop.
-    let http = match config.listen {
-        None => None,
-        Some(addr) => match bind_listen(addr) {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                return fatal(format!(
-                    "--listen {addr}: cannot bind: {e} ({})",
-                    bind_hint(&e)
-                ))
-            }
-        },
-    };
-    let local = match local::bind() {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::warn!("the local verdict socket is unavailable ({e}): keepwell check without a TARGET will not reach this supervisor");
-            None
-        }
-    };
-
-    if let Some(user) = &config.user {
-        if let Err(e) = privileges::drop_to(user) {
-            return fatal(format!("--user {}: cannot drop privileges: {e}", user.name));
-        }
-    }
-
-    // The first thread other than main: after the drop, with every signal blocked.
-    if let Err(e) = logging::start_writer() {
-        tracing::warn!("cannot start the log writer thread ({e}): logging directly to stderr");
-    }
-
-    let user = match &config.user {
-        Some(who) => format!("{} (uid {}, gid {})", who.name, who.uid, who.gid),
-        None => format!(
-            "uid {}, gid {}",
-            nix::unistd::getuid(),
-            nix::unistd::getgid()
-        ),
-    };
-    let initial = Snapshot {
-        state: state::Health::Starting,
-        phase: "starting".into(),
-        child_pid: None,
-        user,
-        restarts: 0,
-        live: false,
-        ready: false,
-        started: false,
-        draining: false,
-        health_url: config.probe.as_ref().map(|p| p.target.display()),
-        last_probe: None,
-        probes_ok: 0,
-        probes_failed: 0,
-        probe_seconds_sum: 0.0,
-        started_at_unix: status::unix_now(),
-        keepwell_pid: std::process::id(),
-    };
-    let (publish, snapshots) = tokio::sync::watch::channel(initial);
-    if http.is_some() || local.is_some() {
-        let spawned = std::thread::Builder::new()
-            .name("keepwell-serve".into())
-            .stack_size(256 * 1024)
-            .spawn(move || serve_readers(http, local, snapshots));
-        if let Err(e) = spawned {
-            return fatal(format!("cannot start the server thread: {e}"));
-        }
-    }
-
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return fatal(format!("cannot start the event loop: {e}")),
-    };
-    // Signals that came during setup (a `docker stop` right after the start) are handled
-    // before the child starts: a stop then starts nothing.
-    let held_back = signals::read_pending(&mut signal_fd);
-    runtime.block_on(async move {
-        let queue = match signals::SignalQueue::new(signal_fd) {
-            Ok(queue) => queue,
-            Err(e) => return fatal(format!("cannot watch signals: {e}")),
-        };
-        supervisor::Supervisor::new(config, queue, held_back, take_terminal, publish)
-            .run()
-            .await
-    })
-}
-
-fn bind_listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// The fix for a `--listen` address that cannot be bound, by what went wrong.
-fn bind_hint(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "another process already listens on that port: choose a free one or stop it"
-        }
-        std::io::ErrorKind::PermissionDenied => "ports below 1024 need root; try :9000",
-        std::io::ErrorKind::AddrNotAvailable => {
-            "that address is not on this machine; try :9000 or 127.0.0.1:9000"
-        }
-        _ => "try :9000",
-    }
-}
-
-/// The readers' thread: HTTP endpoints and the local socket, on a runtime of their own.
-fn serve_readers(
-    http: Option<std::net::TcpListener>,
-    local: Option<std::os::unix::net::UnixListener>,
-    snapshots: tokio::sync::watch::Receiver<Snapshot>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("the server thread cannot start its event loop: {e}");
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let http_task = async {
-            if let Some(listener) = http {
-                server::serve(listener, snapshots.clone()).await;
-            }
-        };
-        let local_task = async {
-            if let Some(listener) = local {
-                local::serve(listener, snapshots.clone()).await;
-            }
-        };
-        tokio::join!(http_task, local_task);
-    });
-}
-
-fn fatal(message: String) -> i32 {
-    tracing::error!("{message}");
     EXIT_USAGE
 }
