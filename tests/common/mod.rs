@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod dist;
 pub mod http;
 pub mod venv;
 
@@ -119,6 +120,8 @@ pub struct Launch {
     namespace: bool,
     stdin: Option<Stdio>,
     setup: Vec<String>,
+    /// What runs in place of the test build of keepwell (empty: [`KEEPWELL`]).
+    program: Vec<String>,
 }
 
 pub fn keepwell(args: &[&str]) -> Launch {
@@ -128,6 +131,7 @@ pub fn keepwell(args: &[&str]) -> Launch {
         namespace: false,
         stdin: None,
         setup: Vec::new(),
+        program: Vec::new(),
     }
 }
 
@@ -150,7 +154,24 @@ impl Launch {
         self
     }
 
+    /// Run another build in place of the test binary: `["path/keepwell"]`, or an emulator and
+    /// its binary (`["qemu-aarch64-static", "dist/keepwell-…-aarch64-unknown-linux-musl"]`).
+    pub fn program(mut self, argv: &[&str]) -> Self {
+        self.program = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     pub fn start(self) -> Keepwell {
+        let program = if self.program.is_empty() {
+            vec![KEEPWELL.to_string()]
+        } else {
+            self.program.clone()
+        };
+        // How keepwell's own process shows in /proc/PID/exe (an emulator's, under qemu-user).
+        let exe_name = Path::new(&program[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = fs::File::create(dir.path().join("stdout")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
@@ -158,15 +179,17 @@ impl Launch {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
             if self.setup.is_empty() {
-                c.arg(KEEPWELL).args(&self.args);
+                c.args(&program).args(&self.args);
             } else {
                 let script = format!("{} && exec \"$0\" \"$@\"", self.setup.join(" && "));
-                c.args(["sh", "-c", &script, KEEPWELL]).args(&self.args);
+                c.args(["sh", "-c", &script])
+                    .args(&program)
+                    .args(&self.args);
             }
             c
         } else {
-            let mut c = Command::new(KEEPWELL);
-            c.args(&self.args);
+            let mut c = Command::new(&program[0]);
+            c.args(&program[1..]).args(&self.args);
             c
         };
         command
@@ -184,7 +207,7 @@ impl Launch {
                 || {
                     let found = children_of(outer).first().copied().filter(|&pid| {
                         fs::read_link(format!("/proc/{pid}/exe"))
-                            .map(|exe| exe.to_string_lossy().contains("keepwell"))
+                            .map(|exe| exe.to_string_lossy().contains(&exe_name))
                             .unwrap_or(false)
                     });
                     // A keepwell that is already done leaves nothing to find; `wait_exit` still
@@ -336,5 +359,49 @@ pub fn wait_or_kill(child: &mut Child, deadline: Duration, what: &str) -> ExitSt
             panic!("{what} did not happen within {deadline:?}");
         }
         thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run a command to completion with its output captured (in files, so a chatty `docker build`
+/// never blocks on a full pipe); past the deadline, kill it and everything it started and fail
+/// naming `what`, with the tail of its stderr.
+pub fn output_within(
+    command: &mut Command,
+    deadline: Duration,
+    what: &str,
+) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir for a command's output");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait on our own child") {
+            break status;
+        }
+        if Instant::now() > until {
+            for pid in descendants_of(child.id() as i32) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = read(&err_path);
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{what} did not finish within {deadline:?}: {command:?}\nstderr:\n{}",
+                tail.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: fs::read(&out_path).unwrap_or_default(),
+        stderr: fs::read(&err_path).unwrap_or_default(),
     }
 }
