@@ -176,8 +176,8 @@ build() {
     say "cargo build --release --locked ${target_args[*]} (with cargo-auditable)"
     cargo build --release --locked "${target_args[@]}" --bin keepwell
 
-    rm -rf "$out"
-    mkdir -p "$out"
+    # Only what an earlier release wrote goes: --out may name a directory that holds more.
+    rm -f "$out"/keepwell-* "$out/SHA256SUMS"
     for target in "${TARGETS[@]}"; do
         local bin="$CARGO_TARGET_DIR/$target/release/keepwell"
         rust-audit-info "$bin" >/dev/null || die "$bin carries no dependency list (.dep-v0)"
@@ -225,9 +225,9 @@ PY
     fi
     cp "$CARGO_TARGET_DIR/package/keepwell-$version.crate" "$out/"
 
-    (cd "$out" && sha256sum -- * >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+    (cd "$out" && sha256sum -- keepwell-* >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
     say "wrote $out in $((SECONDS - started)) s:"
-    (cd "$out" && ls -l -- *) >&2
+    (cd "$out" && ls -l -- keepwell-* SHA256SUMS) >&2
 }
 
 # ---------------------------------------------------------------------------------------
