@@ -312,8 +312,12 @@ pub fn echoed(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The shipped form: the static musl release binary, built (or found up to date) by cargo.
+/// The shipped form: the static musl release binary, built (or found up to date) by cargo;
+/// with `KW_DIST` set (CI), the release's own x86_64 binary.
 pub fn static_keepwell() -> PathBuf {
+    if std::env::var_os("KW_DIST").is_some_and(|d| !d.is_empty()) {
+        return dist::Dist::get().binary("x86_64-unknown-linux-musl");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
