@@ -387,31 +387,26 @@ fn each_wheel_carries_the_release_binary_and_a_cyclonedx_sbom_of_its_crates() {
     }
 }
 
-#[test]
-fn the_sdist_builds_a_working_keepwell_with_pip_and_cargo() {
-    let dist = Dist::get();
-    let sdist = dist.sdist().to_string_lossy().into_owned();
+/// `pip wheel SOURCE` in a fresh venv (PEP 517 through maturin, which pip fetches from PyPI
+/// into its isolated build env), then `pip install` of that wheel: keepwell must run.
+fn pip_builds_a_working_keepwell_from(source: &Path, version: &str) {
     let venv = Venv::new();
     let wheels = tempfile::tempdir().expect("temp dir");
     let wheels_arg = wheels.path().to_string_lossy().into_owned();
-    // PEP 517 through maturin, as pip does for any sdist: maturin comes from PyPI into pip's
-    // isolated build env. The build directory is cached (dependencies compile once).
+    let source_arg = source.to_string_lossy().into_owned();
     let mut build = venv.pip(&[
         "wheel",
         "--no-deps",
         "--no-cache-dir",
         "-w",
         &wheels_arg,
-        &sdist,
+        &source_arg,
     ]);
+    // The build directory is cached (the dependencies compile once).
     build.env("CARGO_TARGET_DIR", source_build_dir());
     ok(
-        output_within(
-            &mut build,
-            SOURCE_BUILD,
-            "pip wheel keepwell-VERSION.tar.gz",
-        ),
-        "pip wheel of the sdist",
+        output_within(&mut build, SOURCE_BUILD, &format!("pip wheel {source_arg}")),
+        &format!("pip wheel {source_arg}"),
     );
     let built: Vec<PathBuf> = std::fs::read_dir(wheels.path())
         .expect("read wheels")
@@ -426,17 +421,28 @@ fn the_sdist_builds_a_working_keepwell_with_pip_and_cargo() {
             STEP,
             "pip install the built wheel",
         ),
-        "pip install of the wheel built from the sdist",
+        "pip install of the wheel built from source",
     );
-    let version = ok(
+    let said = ok(
         output_within(
             Command::new(venv.bin("keepwell")).arg("--version"),
             STEP,
             "keepwell --version",
         ),
-        "keepwell built from the sdist",
+        "keepwell built from source",
     );
-    assert_eq!(version, format!("keepwell {}\n", dist.version));
+    assert_eq!(said, format!("keepwell {version}\n"));
+}
+
+#[test]
+fn the_sdist_builds_a_working_keepwell_with_pip_and_cargo() {
+    let dist = Dist::get();
+    pip_builds_a_working_keepwell_from(&dist.sdist(), dist.version);
+}
+
+#[test]
+fn pip_wheel_of_the_checkout_builds_a_working_keepwell() {
+    pip_builds_a_working_keepwell_from(dist::root(), env!("CARGO_PKG_VERSION"));
 }
 
 /// Shared by the sdist and crate builds (both build for the host with the release profile,
