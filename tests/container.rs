@@ -1,7 +1,7 @@
 //! Container tests: keepwell as PID 1 of real images, in a real Docker engine.
 //!
 //! What they pin down (SPEC.md "Install", "Build and ship"; seed article practices 1, 4–5):
-//! - both examples build from their Dockerfiles with keepwell coming from their
+//! - the examples build from their Dockerfiles with keepwell coming from their
 //!   requirements.txt by hash (the release's wheels served from a local wheelhouse through
 //!   `PIP_FIND_LINKS`), and PID 1 is the venv's keepwell, byte-identical to the release binary;
 //! - Docker's own HEALTHCHECK (`keepwell check`) reports healthy, with no curl in the image;
@@ -660,6 +660,121 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
     assert!(
         logs.contains("Application shutdown complete"),
         "uvicorn shut down gracefully:\n{logs}"
+    );
+    eprintln!("docker stop {name} took {took:.1?}");
+}
+
+/// A GET to 127.0.0.1:port with a Host header: the status code (0 when nothing answered).
+fn http_status_for_host(port: u16, path: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut head = String::new();
+    let _ = stream.read_to_string(&mut head);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The Django + gunicorn example: keepwell from requirements.txt by hash is PID 1; the
+/// migrations run before gunicorn, which replaces the shell (`exec`); the probe's Host passes
+/// ALLOWED_HOSTS; healthy by its HEALTHCHECK on a read-only root; the unhealthy switch gets
+/// gunicorn restarted; `docker stop` exits 0 promptly.
+#[test]
+fn django_gunicorn_example_migrates_is_supervised_restarted_and_stopped_cleanly() {
+    let env = env();
+    let docker = &env.docker;
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut cleanup = Cleanup::new(docker);
+    let image = build_example(&env, &mut cleanup, "django-gunicorn", work.path());
+
+    let (app, listen) = (free_port(), free_port());
+    let name = unique("django");
+    let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health/");
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    // The image's CMD with the port changed.
+    let cmd = format!(
+        "python manage.py migrate --noinput && exec gunicorn --bind 127.0.0.1:{app} --workers 2 \
+         --worker-tmp-dir /dev/shm --graceful-timeout 5 --no-control-socket mysite.wsgi"
+    );
+    let opts = [
+        "--read-only",
+        "--tmpfs",
+        "/usr/app/data:uid=999,gid=999",
+        "-e",
+        &env_url,
+        "-e",
+        &env_listen,
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=1s",
+        "-e",
+        "KEEPWELL_HEALTH_RETRIES=2",
+    ];
+    start(
+        &env,
+        &mut cleanup,
+        &name,
+        &opts,
+        &image,
+        &["sh", "-c", &cmd],
+    );
+    docker.wait_healthy(&name);
+
+    assert_pid1_is_the_venvs_keepwell(&env, &name, "/usr/app/venv/bin/keepwell");
+    assert_nobody_is_root(docker, &name);
+    let (status, migrations) =
+        docker.exec(&name, &["python", "manage.py", "showmigrations", "auth"]);
+    assert!(status.success(), "showmigrations in {name}: {migrations}");
+    assert!(
+        migrations.contains("[X] 0001_initial"),
+        "the migrations ran before gunicorn:\n{migrations}"
+    );
+    // `exec` made gunicorn keepwell's child: no shell between them.
+    let master = docker
+        .child_of_pid1(&name)
+        .expect("gunicorn runs under keepwell");
+    let (_, cmdline) = docker.exec(&name, &["cat", &format!("/proc/{master}/cmdline")]);
+    assert!(
+        cmdline.contains("gunicorn") && !cmdline.starts_with("sh"),
+        "keepwell's child is gunicorn itself: {cmdline:?}"
+    );
+    // ALLOWED_HOSTS is in force: only the probe's Host gets an answer.
+    assert_eq!(http_status_for_host(app, "/", "app.example.com"), 200);
+    assert_eq!(http_status_for_host(app, "/", "127.0.0.1"), 400);
+
+    let (status, out) = docker.exec(&name, &["touch", "/dev/shm/unhealthy"]);
+    assert!(
+        status.success(),
+        "touch /dev/shm/unhealthy in {name}: {out}"
+    );
+    let restarted = wait_for(
+        Duration::from_secs(40),
+        "keepwell to restart gunicorn (a new master pid)",
+        || docker.child_of_pid1(&name).filter(|pid| *pid != master),
+    );
+    eprintln!("gunicorn master {master} was replaced by {restarted}");
+    let (status, out) = docker.exec(&name, &["rm", "/dev/shm/unhealthy"]);
+    assert!(status.success(), "rm /dev/shm/unhealthy in {name}: {out}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell check to report healthy again",
+        || (check(docker, &name).0 == 0).then_some(()),
+    );
+
+    let took = stop_and_watch_drain(docker, &name, listen);
+    assert!(took < Duration::from_secs(9), "docker stop took {took:?}");
+    assert_eq!(
+        docker.inspect(&name, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        docker.describe(&name)
     );
     eprintln!("docker stop {name} took {took:.1?}");
 }
