@@ -41,6 +41,7 @@ struct Shared {
     body: Mutex<String>,
     requests: AtomicUsize,
     hosts: Mutex<Vec<String>>,
+    heads: Mutex<Vec<String>>,
     stop: AtomicBool,
     handlers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -176,6 +177,11 @@ impl App {
     pub fn hosts(&self) -> Vec<String> {
         self.shared.hosts.lock().expect("hosts lock").clone()
     }
+
+    /// The head (request line and headers, as sent) of every request so far, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.shared.heads.lock().expect("heads lock").clone()
+    }
 }
 
 fn spawn_tcp(
@@ -224,6 +230,7 @@ impl Shared {
             body: Mutex::new("ok".to_string()),
             requests: AtomicUsize::new(0),
             hosts: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             handlers: Mutex::new(Vec::new()),
         })
@@ -271,6 +278,7 @@ impl Shared {
             })
             .unwrap_or_default();
         self.hosts.lock().expect("hosts lock").push(host.clone());
+        self.heads.lock().expect("heads lock").push(head.clone());
         let number = self.requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = self.behaviour.lock().expect("behaviour lock").clone();
         let body = self.body.lock().expect("body lock").clone();
@@ -370,16 +378,45 @@ impl Drop for App {
 }
 
 /// A plain GET against 127.0.0.1:`port`: the status code and body, None when nothing answers.
+/// Shorthand for [`super::http::get`], the one HTTP client of the tests.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((code, body))
+    let response = super::http::get(super::http::loopback(port), path).ok()?;
+    Some((response.status, response.text()))
+}
+
+/// Fast health timing for tests that supervise against an in-test app, unless a test names the
+/// flag itself.
+pub const FAST: &[(&str, &str)] = &[
+    ("--health-interval", "200ms"),
+    ("--health-start-interval", "100ms"),
+    ("--health-timeout", "300ms"),
+    ("--grace", "1s"),
+];
+
+/// The arguments for supervising `command` with `url` probed: [`FAST`] timing, then `extra`
+/// (whose flags replace FAST's).
+pub fn supervise_args(url: &str, extra: &[&str], command: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for (flag, value) in FAST {
+        if !extra.contains(flag) {
+            all.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    all.extend(["--health-url".to_string(), url.to_string()]);
+    all.extend(extra.iter().map(|s| s.to_string()));
+    all.push("--".into());
+    all.extend(command.iter().map(|s| s.to_string()));
+    all
+}
+
+/// keepwell supervising `command` with `url` probed (see [`supervise_args`]), not yet started.
+pub fn supervising(url: &str, extra: &[&str], command: &[&str]) -> super::Launch {
+    let all = supervise_args(url, extra, command);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    super::keepwell(&refs)
+}
+
+/// keepwell supervising `sleep 1000` while the in-test app stands in for the app.
+pub fn supervise(url: &str, extra: &[&str]) -> super::Keepwell {
+    supervising(url, extra, &["sleep", "1000"]).start()
 }
