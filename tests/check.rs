@@ -77,8 +77,11 @@ fn a_hang_is_bounded_by_timeout() {
             app.url()
         )
     );
+    // The line above says the 500ms timeout ended it (the default is 2s); the lower bound
+    // says it did not give up early. No upper bound: on a loaded machine process start-up
+    // alone may take a while.
     assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        took >= Duration::from_millis(500),
         "check --timeout 500ms took {took:?}"
     );
     assert_eq!(app.requests(), 1);
@@ -538,9 +541,12 @@ fn the_supervisor_answers_no_process_outside_its_pid_namespace() {
         Ok(_) => assert_eq!(reply, "", "a process outside the namespace got the verdict"),
         Err(e) => panic!("the supervisor neither answered nor closed the connection: {e}"),
     }
-    // From inside, the same supervisor answers.
-    let inside = kw.exec_output(&[common::KEEPWELL, "check"]);
-    assert!(inside.stdout.starts_with("healthy:"), "{inside:?}");
+    // From inside, the same supervisor answers (healthy once it has published its child).
+    common::wait_until(Duration::from_secs(10), "a healthy verdict inside", || {
+        kw.exec_output(&[common::KEEPWELL, "check"])
+            .stdout
+            .starts_with("healthy:")
+    });
     kw.signal(nix::sys::signal::Signal::SIGTERM);
     kw.wait_exit(Duration::from_secs(10));
 }

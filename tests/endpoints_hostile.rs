@@ -403,11 +403,9 @@ fn a_flood_is_answered_while_signals_still_reach_the_child_and_memory_stays_smal
             let before = echoed(&out).len();
             let sent = Instant::now();
             kw.signal(Signal::SIGUSR1);
-            wait_until(
-                Duration::from_secs(1),
-                "USR1 at the child during the flood",
-                || echoed(&out).len() > before,
-            );
+            wait_until(DEADLINE, "USR1 at the child during the flood", || {
+                echoed(&out).len() > before
+            });
             latencies.push(sent.elapsed());
         } else {
             thread::sleep(Duration::from_millis(20));
@@ -440,7 +438,9 @@ fn a_flood_is_answered_while_signals_still_reach_the_child_and_memory_stays_smal
         rss_max < 16 * 1024,
         "keepwell's VmRSS reached {rss_max} KiB"
     );
-    assert!(probe_age_max < 1.0, "a probe was {probe_age_max:.3}s late");
+    // Probing went on through the flood (every 200 ms; a starved prober would fall seconds
+    // behind). Generous, so that a loaded machine cannot fail it.
+    assert!(probe_age_max < 3.0, "a probe was {probe_age_max:.3}s late");
     assert_eq!(status_json(listen)["state"], "healthy");
 
     kw.signal(Signal::SIGTERM);

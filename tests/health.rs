@@ -442,6 +442,8 @@ fn success_threshold_needs_consecutive_successes_to_recover() {
 #[test]
 fn probes_are_spaced_from_the_end_of_the_previous_one_and_never_overlap() {
     let app = App::http(Behaviour::Hang);
+    // Before keepwell starts, so before its first probe: a lower bound no load can break.
+    let started = Instant::now();
     let _kw = supervise(
         &app.url(),
         &[
@@ -455,15 +457,16 @@ fn probes_are_spaced_from_the_end_of_the_previous_one_and_never_overlap() {
             "ignore",
         ],
     );
-    wait_until(DEADLINE, "the first probe", || app.requests() >= 1);
-    let first = Instant::now();
     wait_until(DEADLINE, "five probes", || app.requests() >= 5);
-    let took = first.elapsed();
-    // Each hung probe takes the 300ms timeout, then 200ms of interval: 4 × 500ms at least.
+    let took = started.elapsed();
+    // Each hung probe takes the 300ms timeout, then 200ms of interval: the fifth starts 4 ×
+    // 500ms after the first at the earliest.
     assert!(
-        took >= Duration::from_millis(1900),
+        took >= Duration::from_millis(2000),
         "5 probes in {took:?}: probes overlap or the interval runs from their start"
     );
+    // And no probe connected while the one before it was still open.
+    assert_eq!(app.overlapping(), 0, "probes overlapped");
 }
 
 // --- start period ------------------------------------------------------------------------

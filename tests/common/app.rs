@@ -42,6 +42,9 @@ struct Shared {
     requests: AtomicUsize,
     hosts: Mutex<Vec<String>>,
     heads: Mutex<Vec<String>>,
+    /// TCP connections accepted so far, to tell whether one was still open at the next accept.
+    accepted: Mutex<Vec<TcpStream>>,
+    overlapping: AtomicUsize,
     stop: AtomicBool,
     handlers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -178,6 +181,12 @@ impl App {
         self.shared.hosts.lock().expect("hosts lock").clone()
     }
 
+    /// TCP connections that arrived while an earlier one was still established: probes that
+    /// overlapped.
+    pub fn overlapping(&self) -> usize {
+        self.shared.overlapping.load(Ordering::SeqCst)
+    }
+
     /// The head (request line and headers, as sent) of every request so far, in order.
     pub fn heads(&self) -> Vec<String> {
         self.shared.heads.lock().expect("heads lock").clone()
@@ -212,6 +221,7 @@ fn spawn_tcp(
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).expect("blocking stream");
+                    shared.note_overlap(&stream);
                     shared.handle(stream);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -231,9 +241,24 @@ impl Shared {
             requests: AtomicUsize::new(0),
             hosts: Mutex::new(Vec::new()),
             heads: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+            overlapping: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             handlers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether an earlier connection was still established when this one was accepted, as
+    /// the kernel sees it (TCP_INFO): not what a handler thread noticed, which load can delay.
+    fn note_overlap(&self, stream: &TcpStream) {
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        accepted.retain(|earlier| tcp_state(earlier) == Some(TCP_ESTABLISHED));
+        if !accepted.is_empty() {
+            self.overlapping.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Ok(clone) = stream.try_clone() {
+            accepted.push(clone);
+        }
     }
 
     fn handle<S: Conn>(self: &Arc<Self>, stream: S) {
@@ -335,6 +360,27 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// The kernel's TCP state number for an established connection (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The TCP state of a connection (TCP_INFO's tcpi_state), None when it cannot be read.
+fn tcp_state(stream: &TcpStream) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let done = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        );
+        (done == 0).then_some(info.tcpi_state)
     }
 }
 
