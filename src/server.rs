@@ -93,30 +93,49 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
                 continue;
             }
         };
-        let (id, evicted) = lock(&open).admit();
+        let (id, mut evicted) = lock(&open).admit();
         let snapshots = snapshots.clone();
         let open = open.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let response =
-                        respond(request.method(), request.uri().path(), &snapshots.borrow());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                // Requests here are a line and a few headers; hyper's default buffer (~400 KiB)
-                // would let 512 clients sending endless headers hold 200 MB.
-                .max_buf_size(MAX_REQUEST_HEAD)
-                // A prober may shut down its write side once the request is sent (`nc -N`,
-                // shell probes); without this hyper sometimes closes before answering.
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
-                // Evicted to make room for a newer connection (or the sender is gone).
-                _ = evicted => {}
+            let accepted = tokio::time::Instant::now();
+            // hyper gives every connection an 8 KiB read buffer as soon as it polls it: wait
+            // for the first byte before handing the connection over, so an idle connection
+            // (the cheapest flood) costs a socket and a small task, not a buffer. The header
+            // deadline still counts from the accept.
+            // (`readable()` would not do: a fresh socket starts out "ready".)
+            let first_byte = async {
+                let mut byte = [0u8; 1];
+                let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte));
+                matches!(peeked.await, Ok(Ok(n)) if n > 0)
+            };
+            let readable = tokio::select! {
+                readable = first_byte => readable,
+                _ = &mut evicted => false,
+            };
+            if readable {
+                let left = HEADER_READ_TIMEOUT.saturating_sub(accepted.elapsed());
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let response =
+                            respond(request.method(), request.uri().path(), &snapshots.borrow());
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(left.max(Duration::from_millis(1)))
+                    // Requests here are a line and a few headers; hyper's default buffer
+                    // (~400 KiB) would let 512 clients sending endless headers hold 200 MB.
+                    .max_buf_size(MAX_REQUEST_HEAD)
+                    // A prober may shut down its write side once the request is sent (`nc -N`,
+                    // shell probes); without this hyper sometimes closes before answering.
+                    .half_close(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let lifetime = CONNECTION_LIFETIME.saturating_sub(accepted.elapsed());
+                tokio::select! {
+                    _ = tokio::time::timeout(lifetime, connection) => {}
+                    // Evicted to make room for a newer connection (or the sender is gone).
+                    _ = evicted => {}
+                }
             }
             lock(&open).forget(id);
         });
