@@ -63,10 +63,12 @@ pub struct ProcessArgs {
     /// Drop to this user (name or uid; group name or gid) before the child starts.
     #[arg(long, env = "KEEPWELL_USER", value_name = "USER[:GROUP]")]
     pub user: Option<String>,
-    /// What the child gets when it must stop [default: TERM].
+    /// What the child gets when keepwell decides a stop itself (a restart, --on-unhealthy exit,
+    /// leftovers); a stop from outside forwards the signal that came [default: TERM].
     #[arg(long, env = "KEEPWELL_STOP_SIGNAL", value_name = "SIG")]
     pub stop_signal: Option<String>,
-    /// How long the child may take to stop before SIGKILL [default: 8s].
+    /// How long the child and its leftovers may take to stop before SIGKILL; the whole stop
+    /// ends within --drain + --grace + 1s [default: 8s].
     #[arg(long, env = "KEEPWELL_GRACE", value_name = "DUR")]
     pub grace: Option<String>,
     /// Forward signal FROM as TO (repeatable; the variable takes a comma-separated list).
