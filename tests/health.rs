@@ -690,7 +690,7 @@ fn a_signal_reaches_the_child_promptly_while_a_probe_hangs() {
 
     kw.signal(Signal::SIGTERM);
     assert_eq!(kw.wait_exit(DEADLINE), 0, "{}", kw.stderr());
-    assert_eq!(echoed(&out), ["USR1", "TERM"]);
+    assert_eq!(echoed_through_stop(&out), ["USR1", "TERM"]);
 }
 
 #[test]
