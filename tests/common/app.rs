@@ -43,7 +43,7 @@ struct Shared {
     hosts: Mutex<Vec<String>>,
     heads: Mutex<Vec<String>>,
     /// TCP connections accepted so far, to tell whether one was still open at the next accept.
-    accepted: Mutex<Vec<TcpStream>>,
+    accepted: Mutex<Vec<std::sync::Weak<TcpStream>>>,
     overlapping: AtomicUsize,
     stop: AtomicBool,
     handlers: Mutex<Vec<JoinHandle<()>>>,
@@ -71,6 +71,31 @@ impl Conn for TcpStream {
     fn set_timeouts(&self, read: Duration, write: Duration) -> std::io::Result<()> {
         self.set_read_timeout(Some(read))?;
         self.set_write_timeout(Some(write))
+    }
+}
+
+/// A TCP connection whose handler owns the only strong reference (see `note_overlap`).
+struct SharedTcp(Arc<TcpStream>);
+
+impl Read for SharedTcp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SharedTcp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl Conn for SharedTcp {
+    fn set_timeouts(&self, read: Duration, write: Duration) -> std::io::Result<()> {
+        self.0.set_timeouts(read, write)
     }
 }
 
@@ -221,8 +246,9 @@ fn spawn_tcp(
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).expect("blocking stream");
+                    let stream = Arc::new(stream);
                     shared.note_overlap(&stream);
-                    shared.handle(stream);
+                    shared.handle(SharedTcp(stream));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(5))
@@ -250,15 +276,18 @@ impl Shared {
 
     /// Whether an earlier connection was still established when this one was accepted, as
     /// the kernel sees it (TCP_INFO): not what a handler thread noticed, which load can delay.
-    fn note_overlap(&self, stream: &TcpStream) {
+    /// Only weak references are kept: the handler's drop still closes its connection.
+    fn note_overlap(&self, stream: &Arc<TcpStream>) {
         let mut accepted = self.accepted.lock().expect("accepted lock");
-        accepted.retain(|earlier| tcp_state(earlier) == Some(TCP_ESTABLISHED));
+        accepted.retain(|earlier| {
+            earlier
+                .upgrade()
+                .is_some_and(|earlier| tcp_state(&earlier) == Some(TCP_ESTABLISHED))
+        });
         if !accepted.is_empty() {
             self.overlapping.fetch_add(1, Ordering::SeqCst);
         }
-        if let Ok(clone) = stream.try_clone() {
-            accepted.push(clone);
-        }
+        accepted.push(Arc::downgrade(stream));
     }
 
     fn handle<S: Conn>(self: &Arc<Self>, stream: S) {
