@@ -12,6 +12,7 @@
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
 //! - `child`: spawning the child in its own session; signalling it or its group.
+//! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
 //! - `probe`: one HTTP, TCP or Unix-socket probe, bounded in time and size.
 //! - `status`: the published snapshot and its JSON and Prometheus renderings.
@@ -22,6 +23,7 @@ pub mod check;
 pub mod child;
 pub mod cli;
 pub mod config;
+pub mod leftovers;
 pub mod local;
 pub mod logging;
 pub mod privileges;

@@ -59,14 +59,13 @@ impl Arm64 {
 
     /// Run it to completion as PID 1 of a fresh namespace: exit code, stdout, stderr.
     fn run_pid1(&self, args: &[&str]) -> (i32, String, String) {
-        let out = output_within(
+        let out = run_with_deadline(
             Command::new("unshare")
                 .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
                 .args(self.program())
                 .args(args)
                 .env_remove("KEEPWELL_HEALTH_URL"),
             DEADLINE,
-            &format!("arm64 keepwell {args:?}"),
         );
         use std::os::unix::process::ExitStatusExt;
         let code = out
@@ -256,7 +255,7 @@ fn check_without_target_asks_the_supervisor_of_its_container() {
     kw.wait_log(DEADLINE, "healthy");
     // As `docker exec C keepwell check` enters the container: nsenter into its namespaces.
     let mut check = kw.exec(&[&arm.qemu, &arm.binary, "check"]);
-    let out = output_within(&mut check, DEADLINE, "arm64 keepwell check inside");
+    let out = run_with_deadline(&mut check, DEADLINE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", kw.stderr());
     assert!(

@@ -22,7 +22,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::dist::{self, Dist, TARGETS};
-use common::output_within;
+use common::run_with_deadline;
 
 const STEP: Duration = Duration::from_secs(120);
 /// A release build of keepwell from source (LTO), on a busy 2-core machine.
@@ -56,10 +56,9 @@ impl Venv {
             .tempdir()
             .expect("temp dir");
         ok(
-            output_within(
+            run_with_deadline(
                 Command::new(python()).args(["-m", "venv"]).arg(dir.path()),
                 STEP,
-                "python3 -m venv",
             ),
             "python3 -m venv",
         );
@@ -103,13 +102,12 @@ fn wheel_file(wheel: &Path, suffix: &str) -> Vec<u8> {
         names = [n for n in z.namelist() if n.endswith(sys.argv[2])]\n\
         assert len(names) == 1, names\n\
         sys.stdout.buffer.write(z.read(names[0]))\n";
-    let out = output_within(
+    let out = run_with_deadline(
         Command::new(python())
             .args(["-c", script])
             .arg(wheel)
             .arg(suffix),
         STEP,
-        "reading a wheel",
     );
     assert!(
         out.status.success(),
@@ -156,12 +154,11 @@ fn sha256sums_cover_every_file_of_the_release_and_verify() {
         present, expected,
         "the release dir holds exactly these files"
     );
-    let check = output_within(
+    let check = run_with_deadline(
         Command::new("sha256sum")
             .args(["--check", "--strict", "SHA256SUMS"])
             .current_dir(&dist.dir),
         STEP,
-        "sha256sum --check",
     );
     let said = ok(check, "sha256sum --check SHA256SUMS");
     assert_eq!(said.matches(": OK").count(), expected.len(), "{said}");
@@ -187,7 +184,7 @@ fn the_x86_64_wheel_installs_keepwell_into_a_venv_byte_identical_and_it_runs() {
     let find_links = format!("--find-links={}", dist.dir.display());
     let req_arg = req.to_string_lossy().into_owned();
     ok(
-        output_within(
+        run_with_deadline(
             &mut venv.pip(&[
                 "install",
                 "--no-index",
@@ -198,7 +195,6 @@ fn the_x86_64_wheel_installs_keepwell_into_a_venv_byte_identical_and_it_runs() {
                 &req_arg,
             ]),
             STEP,
-            "pip install keepwell",
         ),
         "pip install -r requirements.txt (keepwell with --hash)",
     );
@@ -224,32 +220,23 @@ fn the_x86_64_wheel_installs_keepwell_into_a_venv_byte_identical_and_it_runs() {
     );
 
     let version = ok(
-        output_within(
-            Command::new(&installed).arg("--version"),
-            STEP,
-            "keepwell --version",
-        ),
+        run_with_deadline(Command::new(&installed).arg("--version"), STEP),
         "venv/bin/keepwell --version",
     );
     assert_eq!(version, format!("keepwell {}\n", dist.version));
     // It supervises: as PID 1 of a fresh namespace, the child's exit code comes back.
-    let out = output_within(
+    let out = run_with_deadline(
         Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
             .arg(&installed)
             .args(["--", "sh", "-c", "exit 3"]),
         STEP,
-        "venv/bin/keepwell -- sh -c 'exit 3'",
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 
     // pip knows the file as part of the distribution (so `pip uninstall` removes it).
     let files = ok(
-        output_within(
-            &mut venv.pip(&["show", "--files", "keepwell"]),
-            STEP,
-            "pip show",
-        ),
+        run_with_deadline(&mut venv.pip(&["show", "--files", "keepwell"]), STEP),
         "pip show --files keepwell",
     );
     assert!(files.contains("bin/keepwell"), "{files}");
@@ -301,7 +288,7 @@ fn pip_picks(venv: &Venv, dist: &Dist, platforms: &[String]) -> Result<String, S
     }
     args.push(format!("keepwell=={}", dist.version));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = output_within(&mut venv.pip(&args), STEP, "pip download");
+    let out = run_with_deadline(&mut venv.pip(&args), STEP);
     if !out.status.success() {
         return Err(text(&out.stderr));
     }
@@ -405,7 +392,7 @@ fn pip_builds_a_working_keepwell_from(source: &Path, version: &str) {
     // The build directory is cached (the dependencies compile once).
     build.env("CARGO_TARGET_DIR", source_build_dir());
     ok(
-        output_within(&mut build, SOURCE_BUILD, &format!("pip wheel {source_arg}")),
+        run_with_deadline(&mut build, SOURCE_BUILD),
         &format!("pip wheel {source_arg}"),
     );
     let built: Vec<PathBuf> = std::fs::read_dir(wheels.path())
@@ -416,19 +403,11 @@ fn pip_builds_a_working_keepwell_from(source: &Path, version: &str) {
     assert_eq!(built.len(), 1, "{built:?}");
     let built_arg = built[0].to_string_lossy().into_owned();
     ok(
-        output_within(
-            &mut venv.pip(&["install", "--no-index", &built_arg]),
-            STEP,
-            "pip install the built wheel",
-        ),
+        run_with_deadline(&mut venv.pip(&["install", "--no-index", &built_arg]), STEP),
         "pip install of the wheel built from source",
     );
     let said = ok(
-        output_within(
-            Command::new(venv.bin("keepwell")).arg("--version"),
-            STEP,
-            "keepwell --version",
-        ),
+        run_with_deadline(Command::new(venv.bin("keepwell")).arg("--version"), STEP),
         "keepwell built from source",
     );
     assert_eq!(said, format!("keepwell {version}\n"));
@@ -457,14 +436,13 @@ fn the_crate_holds_what_a_user_needs_and_installs_with_cargo_install() {
     let dist = Dist::get();
     let unpacked = tempfile::tempdir().expect("temp dir");
     ok(
-        output_within(
+        run_with_deadline(
             Command::new("tar")
                 .arg("-xzf")
                 .arg(dist.crate_file())
                 .arg("-C")
                 .arg(unpacked.path()),
             STEP,
-            "tar -x the crate",
         ),
         "unpacking the .crate",
     );
@@ -511,7 +489,7 @@ fn the_crate_holds_what_a_user_needs_and_installs_with_cargo_install() {
     let root = tempfile::tempdir().expect("temp dir");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     ok(
-        output_within(
+        run_with_deadline(
             Command::new(&cargo)
                 .args(["install", "--locked", "--path"])
                 .arg(&krate)
@@ -521,15 +499,13 @@ fn the_crate_holds_what_a_user_needs_and_installs_with_cargo_install() {
                 .arg(source_build_dir())
                 .current_dir(unpacked.path()),
             SOURCE_BUILD,
-            "cargo install --path the unpacked crate",
         ),
         "cargo install --path",
     );
     let version = ok(
-        output_within(
+        run_with_deadline(
             Command::new(root.path().join("bin/keepwell")).arg("--version"),
             STEP,
-            "keepwell --version",
         ),
         "the cargo-installed keepwell",
     );
@@ -540,7 +516,7 @@ fn the_crate_holds_what_a_user_needs_and_installs_with_cargo_install() {
 fn cargo_package_does_not_warn() {
     let target = tempfile::tempdir().expect("temp dir");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = output_within(
+    let out = run_with_deadline(
         Command::new(&cargo)
             .args([
                 "package",
@@ -552,7 +528,6 @@ fn cargo_package_does_not_warn() {
             .arg(target.path())
             .current_dir(dist::root()),
         Duration::from_secs(300),
-        "cargo package",
     );
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "cargo package failed:\n{stderr}");
@@ -568,10 +543,9 @@ fn cargo_package_does_not_warn() {
 
 /// `name version` of every crate in a binary's embedded dependency list (rust-audit-info).
 fn embedded_crates(binary: &Path) -> BTreeSet<String> {
-    let out = output_within(
+    let out = run_with_deadline(
         Command::new(dist::tool("rust-audit-info")).arg(binary),
         STEP,
-        "rust-audit-info",
     );
     let json = ok(out, &format!("rust-audit-info {}", binary.display()));
     let list: serde_json::Value = serde_json::from_str(&json).expect("rust-audit-info prints JSON");
@@ -614,13 +588,12 @@ fn lock_packages() -> std::collections::BTreeMap<String, String> {
 /// What cargo resolves into the binary for a target: normal and build dependencies.
 fn resolved_crates(target: &str) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = output_within(
+    let out = run_with_deadline(
         Command::new(&cargo)
             .args(["tree", "--locked", "--target", target, "-e", "normal,build"])
             .args(["--prefix", "none", "--format", "{p}"])
             .current_dir(dist::root()),
         STEP,
-        "cargo tree",
     );
     ok(out, "cargo tree")
         .lines()
@@ -721,13 +694,9 @@ fn elf_section(path: &Path, name: &str) -> Option<Vec<u8>> {
 fn inflate(bytes: &[u8]) -> Vec<u8> {
     let packed = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(packed.path(), bytes).expect("write the section");
-    let out = output_within(
-        Command::new(python())
+    let out = run_with_deadline(Command::new(python())
             .args(["-c", "import sys, zlib; sys.stdout.buffer.write(zlib.decompress(open(sys.argv[1], 'rb').read()))"])
-            .arg(packed.path()),
-        STEP,
-        "zlib inflate",
-    );
+            .arg(packed.path()), STEP);
     assert!(out.status.success(), "zlib inflate: {}", text(&out.stderr));
     out.stdout
 }

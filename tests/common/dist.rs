@@ -47,12 +47,11 @@ impl Dist {
             .prefix("keepwell-dist")
             .tempdir()
             .expect("temp dir for the release");
-        let out = super::output_within(
+        let out = super::run_with_deadline(
             Command::new(root().join("scripts/release.sh"))
                 .args(["--allow-dirty", "--out"])
                 .arg(temp.path()),
             RELEASE_DEADLINE,
-            "scripts/release.sh",
         );
         assert!(
             out.status.success(),
@@ -107,10 +106,9 @@ impl Dist {
 /// Where the release's own tools are (`cargo-auditable`, `rust-audit-info`, `maturin`),
 /// installed by `scripts/release.sh tools` if missing.
 pub fn tool(name: &str) -> PathBuf {
-    let out = super::output_within(
+    let out = super::run_with_deadline(
         Command::new(root().join("scripts/release.sh")).arg("tools"),
         Duration::from_secs(900),
-        "scripts/release.sh tools",
     );
     assert!(
         out.status.success(),
