@@ -11,6 +11,7 @@
 //! - `supervisor`: the one task that owns the machine: signals, reaping, probes, timers.
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
+//! - `sockets`: the app's listening sockets keepwell holds (`--socket`), handed down as fd 3, ….
 //! - `child`: spawning the child in its own session; signalling it or its group.
 //! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
@@ -31,6 +32,7 @@ pub mod probe;
 pub mod reaper;
 pub mod server;
 pub mod signals;
+pub mod sockets;
 pub mod startup;
 pub mod state;
 pub mod status;

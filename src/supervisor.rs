@@ -19,6 +19,7 @@ use crate::leftovers;
 use crate::probe::{self, ProbeResult, ProbeSpec};
 use crate::reaper;
 use crate::signals::SignalQueue;
+use crate::sockets::HeldSockets;
 use crate::state::{Action, Event, Machine, Report, Scope, Target};
 use crate::status::{unix_now, LastProbe, Snapshot};
 
@@ -29,6 +30,8 @@ pub struct Supervisor {
     user: Option<crate::privileges::Identity>,
     probe_spec: Option<ProbeSpec>,
     take_terminal: bool,
+    /// `--socket`: held across restarts, handed to every app child, released before an exit.
+    sockets: HeldSockets,
     machine: Machine,
     signals: SignalQueue,
     pending: VecDeque<Work>,
@@ -68,6 +71,7 @@ impl Supervisor {
         signals: SignalQueue,
         held_back: Vec<i32>,
         take_terminal: bool,
+        sockets: HeldSockets,
         publish: watch::Sender<Snapshot>,
     ) -> Supervisor {
         let snapshot = publish.borrow().clone();
@@ -76,6 +80,7 @@ impl Supervisor {
             user: config.user,
             probe_spec: config.probe,
             take_terminal,
+            sockets,
             machine: Machine::new(config.policy),
             signals,
             pending: VecDeque::new(),
@@ -219,7 +224,13 @@ impl Supervisor {
     fn execute(&mut self, action: Action) -> Option<i32> {
         match action {
             Action::Spawn => {
-                match child::spawn(&self.command, self.user.as_ref(), self.take_terminal) {
+                let handover = self.sockets.handover();
+                match child::spawn(
+                    &self.command,
+                    self.user.as_ref(),
+                    self.take_terminal,
+                    handover.as_ref(),
+                ) {
                     Ok(pid) => {
                         self.child_pid = Some(pid);
                         tracing::info!(
@@ -279,6 +290,15 @@ impl Supervisor {
                 }
             }
             Action::CancelProbe => self.probe = None,
+            Action::ReleaseSockets => {
+                if !self.sockets.is_empty() {
+                    self.sockets.release();
+                    self.snapshot.sockets = self.sockets.listing();
+                    tracing::debug!(
+                        "closed the held --socket copies: keepwell exits after this stop"
+                    );
+                }
+            }
             Action::Exit(code) => return Some(code),
         }
         None

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod http;
+pub mod load;
 pub mod venv;
 
 use std::fs;

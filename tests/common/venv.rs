@@ -58,17 +58,30 @@ fn run(command: &mut Command, what: &str) {
 
 /// The path of a venv with the pinned gunicorn and Flask installed; builds it when needed.
 pub fn venv() -> PathBuf {
+    venv_from(REQUIREMENTS, "e2e-venv")
+}
+
+/// The venv of tests/support/sockets-requirements.txt: gunicorn 27 and uvicorn, for the
+/// `--socket` tests (held sockets, restarts under load).
+pub fn sockets_venv() -> PathBuf {
+    venv_from("tests/support/sockets-requirements.txt", "sockets-venv")
+}
+
+/// A venv named NAME (beside the e2e venv) with the pins of REQUIREMENTS (relative to the crate
+/// root) installed; built once, rebuilt when the pins or the interpreter change.
+pub fn venv_from(requirements: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Under the temp dir, not target/: the --user test runs gunicorn as nobody, which must be
     // able to reach the venv wherever the repository was cloned (a clone under /root is not).
     let target = std::env::temp_dir().join("keepwell-e2e");
     fs::create_dir_all(&target).expect("create the e2e venv's folder");
     let _ = fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    let venv = target.join("e2e-venv");
+    let venv = target.join(name);
     let marker = venv.join(".keepwell-requirements-hash");
 
-    let requirements = root.join(REQUIREMENTS);
-    let pins = fs::read(&requirements).expect("read tests/support/e2e-requirements.txt");
+    let requirements = root.join(requirements);
+    let pins =
+        fs::read(&requirements).unwrap_or_else(|e| panic!("read {}: {e}", requirements.display()));
     let python = base_python();
     let version = Command::new(&python)
         .arg("--version")
@@ -79,7 +92,8 @@ pub fn venv() -> PathBuf {
     identity.extend_from_slice(&version.stdout);
     let hash = format!("{:016x}\n", fnv1a(&identity));
 
-    let lock_file = fs::File::create(target.join("e2e-venv.lock")).expect("create the lock file");
+    let lock_file =
+        fs::File::create(target.join(format!("{name}.lock"))).expect("create the lock file");
     // Held until this function returns: the venv is complete (or absent) for everyone else.
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
@@ -101,7 +115,10 @@ pub fn venv() -> PathBuf {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--no-input", "--retries", "2", "-r"])
             .arg(&requirements),
-        "pip install -r tests/support/e2e-requirements.txt (is PyPI reachable?)",
+        &format!(
+            "pip install -r {} (is PyPI reachable?)",
+            requirements.display()
+        ),
     );
     fs::write(&marker, &hash).expect("write the e2e venv marker");
     eprintln!(
