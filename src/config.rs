@@ -363,6 +363,16 @@ impl Config {
             }
         }
 
+        if !held.is_empty() && gunicorn_reuse_port(&args.command) {
+            return Err(UsageError(format!(
+                "{} and gunicorn --reuse-port do not go together: with --reuse-port gunicorn \
+                 ignores the socket keepwell hands down and every worker binds the port itself, \
+                 which keepwell already holds (Address already in use, and nobody serves the \
+                 port); drop --reuse-port",
+                parsed.origin("socket")
+            )));
+        }
+
         let user = match process.user.as_deref().filter(|u| !u.trim().is_empty()) {
             None => None,
             Some(spec) => {
@@ -437,6 +447,12 @@ impl Config {
             log_level,
         })
     }
+}
+
+/// COMMAND runs gunicorn with `--reuse-port` (directly or in a `sh -c` line).
+fn gunicorn_reuse_port(command: &[String]) -> bool {
+    let words = || command.iter().flat_map(|arg| arg.split_whitespace());
+    words().any(|w| w.contains("gunicorn")) && words().any(|w| w == "--reuse-port")
 }
 
 /// A `tcp://` health URL that reaches a socket keepwell holds: the kernel completes the

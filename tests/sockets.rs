@@ -269,6 +269,7 @@ fn bad_addresses_and_binds_exit_2_with_one_line_and_start_nothing() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let busy_port = busy.local_addr().expect("addr").port();
     let free = free_port();
+    // (arguments, variables, what stderr says); a "COMMAND" entry replaces the sh -c line.
     let cases: Vec<(Vec<String>, Vec<(&str, String)>, &str)> = vec![
         (
             vec!["--socket".into(), "8000".into()],
@@ -306,9 +307,21 @@ fn bad_addresses_and_binds_exit_2_with_one_line_and_start_nothing() {
             "which keepwell holds open itself: a connection there always succeeds",
         ),
     ];
+    let reuse_port = format!("{touch}; exec gunicorn --reuse-port app:app");
+    let mut cases = cases;
+    cases.push((
+        vec!["--socket".into(), format!(":{free}")],
+        vec![("COMMAND", reuse_port)],
+        "--socket and gunicorn --reuse-port do not go together",
+    ));
     for (args, env, expected) in cases {
+        let command = env
+            .iter()
+            .find(|(k, _)| *k == "COMMAND")
+            .map_or(touch.clone(), |(_, v)| v.clone());
+        let env: Vec<(&str, String)> = env.into_iter().filter(|(k, _)| *k != "COMMAND").collect();
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-        all.extend(["--", "sh", "-c", &touch]);
+        all.extend(["--", "sh", "-c", &command]);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (code, stderr) = run_to_exit(&all, &env);
         assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
