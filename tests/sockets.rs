@@ -261,6 +261,9 @@ fn a_stop_that_ends_in_exit_closes_the_port_once_the_app_has_closed_its_copy() {
     assert_eq!(kw.wait_exit(DEADLINE), 137);
 }
 
+/// Arguments, variables, and what stderr must say.
+type Case<'a> = (Vec<String>, Vec<(&'a str, String)>, &'a str);
+
 #[test]
 fn bad_addresses_and_binds_exit_2_with_one_line_and_start_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -270,7 +273,7 @@ fn bad_addresses_and_binds_exit_2_with_one_line_and_start_nothing() {
     let busy_port = busy.local_addr().expect("addr").port();
     let free = free_port();
     // (arguments, variables, what stderr says); a "COMMAND" entry replaces the sh -c line.
-    let cases: Vec<(Vec<String>, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec!["--socket".into(), "8000".into()],
             vec![],

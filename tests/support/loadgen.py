@@ -107,9 +107,15 @@ def main():
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--path", default="/")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="add start_unix and ok_ends (when each success ended, seconds since the start)",
+    )
     args = parser.parse_args()
 
     stop = threading.Event()
+    start_unix = time.time()
     start = time.monotonic()
     results = []
     threads = [
@@ -165,6 +171,8 @@ def main():
         seconds=round(seconds, 3),
         failures=failures[:2000],
     )
+    if args.timeline:
+        report.update(start_unix=start_unix, ok_ends=[round(t, 4) for t in successes])
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
 
