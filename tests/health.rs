@@ -118,7 +118,7 @@ fn status_500_makes_the_app_unhealthy_and_the_child_is_restarted_in_place() {
     );
     kw.wait_log(
         DEADLINE,
-        "restarting in 1s because the app stayed unhealthy",
+        "restarting in 100ms because the app stayed unhealthy",
     );
     let second = wait_for(DEADLINE, "a new child", || {
         kw.child().filter(|&pid| pid != first)
@@ -714,7 +714,7 @@ fn a_crash_loop_gives_up_after_max_restarts_with_code_4() {
     assert_eq!(count(&log, "child started"), 2, "{log}");
     assert_eq!(count(&log, TO_UNHEALTHY_FROM_STARTING), 2, "{log}");
     assert!(
-        log.contains("restarting in 1s because the app stayed unhealthy"),
+        log.contains("restarting in 100ms because the app stayed unhealthy"),
         "{log}"
     );
     assert!(
@@ -750,11 +750,11 @@ fn restart_on_failure_restarts_a_failing_child_with_backoff() {
     assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
     let log = kw.stderr();
     assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 3");
-    let second = log.find("restarting in 2s because the child exited with code 3");
+    let first = log.find("restarting in 100ms because the child exited with code 3");
+    let second = log.find("restarting in 1s because the child exited with code 3");
     assert!(
         matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
+        "backoff 100ms then 1s:\n{log}"
     );
     assert!(log.contains("giving up: 2 restarts inside"), "{log}");
 }
@@ -774,18 +774,18 @@ fn restart_always_restarts_even_a_clean_exit_with_backoff() {
     assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
     let log = kw.stderr();
     assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 0");
-    let second = log.find("restarting in 2s because the child exited with code 0");
+    let first = log.find("restarting in 100ms because the child exited with code 0");
+    let second = log.find("restarting in 1s because the child exited with code 0");
     assert!(
         matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
+        "backoff 100ms then 1s:\n{log}"
     );
 }
 
 #[test]
 fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
-    // Each restart is more than the 1s window after the one before: never "too many", and the
-    // backoff never doubles.
+    // Each restart is more than the 1s window after the one before (the child lives 1.2 s):
+    // never "too many", and the backoff stays the first one's.
     let mut kw = keepwell(&[
         "--restart",
         "always",
@@ -798,17 +798,17 @@ fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
         "--",
         "sh",
         "-c",
-        "sleep 0.2; exit 1",
+        "sleep 1.2; exit 1",
     ])
     .start();
     wait_until(DEADLINE, "three restarts", || {
         count(
             &kw.stderr(),
-            "restarting in 1s because the child exited with code 1",
+            "restarting in 100ms because the child exited with code 1",
         ) >= 3
     });
     let log = kw.stderr();
-    assert!(!log.contains("restarting in 2s"), "{log}");
+    assert!(!log.contains("restarting in 1s"), "{log}");
     assert!(!log.contains("giving up"), "{log}");
     kw.signal(Signal::SIGTERM);
     let code = kw.wait_exit(DEADLINE);
