@@ -305,13 +305,13 @@ fn root_keepwell_binds_a_port_below_1024_for_an_app_that_runs_as_nobody_with_no_
     assert_eq!(page.status, 200);
     assert!(page.text().contains("Healthy: OK"), "{}", page.text());
     let kw = &served.kw;
-    let everyone: Vec<i32> = std::iter::once(kw.pid)
-        .chain(descendants_of(kw.pid))
-        .collect();
-    assert!(
-        everyone.len() >= 4,
-        "keepwell, the master, two workers: {everyone:?}"
-    );
+    // keepwell, the master and both workers (the second may still be booting).
+    let everyone: Vec<i32> = wait_for(BOOT, "gunicorn's master and two workers", || {
+        let all: Vec<i32> = std::iter::once(kw.pid)
+            .chain(descendants_of(kw.pid))
+            .collect();
+        (all.len() >= 4).then_some(all)
+    });
     for pid in everyone {
         let Some(cap) = status_field(pid, "CapEff") else {
             continue; // gone meanwhile
