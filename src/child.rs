@@ -1,5 +1,9 @@
 //! Start the child in its own session and signal it or its process group. Never waits: the
 //! reaper owns exit statuses.
+//!
+//! With `--socket`, this is the one place the held sockets reach a child: the app child gets
+//! them at fd 3, 4, … with `LISTEN_*` (see [`spawn`]); any other process keepwell starts (a
+//! `--health-cmd` check) inherits none, since keepwell's own copies are close-on-exec.
 
 use std::ffi::CString;
 use std::io;
