@@ -30,6 +30,13 @@ pub fn supervise(config: Config) -> i32 {
         ));
     }
 
+    if !held.is_empty() {
+        tracing::info!(
+            "holding the app's sockets (LISTEN_FDS, kept open across restarts): {}",
+            held.listing().join(", ")
+        );
+    }
+
     // Signals next, before any thread exists, so none is ever delivered to a handler.
     let mut signal_fd = match signals::block_all() {
         Ok(fd) => fd,
