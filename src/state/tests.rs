@@ -1300,3 +1300,18 @@ fn the_backoff_schedule() {
     );
     assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
 }
+
+#[test]
+fn under_drain_the_held_sockets_stay_until_the_drain_ends() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    // The app keeps serving through the drain: new clients must still get in.
+    let drain = m.step(Event::Signal(Signal::SIGTERM), t(1_000));
+    assert_eq!(m.view().phase, "draining");
+    assert_eq!(releases(&drain), 0);
+    let stop = m.step(Event::Tick, t(6_000));
+    assert_eq!(signals_sent(&stop), vec![Signal::SIGTERM, Signal::SIGCONT]);
+    assert_eq!(releases(&stop), 1);
+}
