@@ -38,7 +38,7 @@ fn malformed_flags_name_the_flag_the_value_and_the_fix() {
         (&["--restart", "sometimes"], "--restart \"sometimes\" is not valid: expected no, on-failure or always".into()),
         (&["--max-restarts", "-1"], "--max-restarts \"-1\" is not valid: expected a whole number of at least 0".into()),
         (&["--restart-window", "0"], "--restart-window \"0\" is not valid: expected a duration above zero, such as 1s".into()),
-        (&["--health-url", "ftp://x"], "--health-url \"ftp://x\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH".into()),
+        (&["--health-url", "ftp://x"], "--health-url \"ftp://x\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or grpc://HOST:PORT[/SERVICE]".into()),
         (&["--health-url", "https://x/health"], "--health-url \"https://x/health\" is not valid: https is not supported: probe the app inside its container over plain http://HOST:PORT/PATH".into()),
         (&["--health-url", "tcp://db"], "--health-url \"tcp://db\" is not valid: the port is missing; expected tcp://HOST:PORT".into()),
         (&["--health-interval", "0"], "--health-interval \"0\" is not valid: expected a duration above zero, such as 1s".into()),
@@ -70,7 +70,7 @@ fn malformed_variables_name_the_variable() {
     let cases: &[(&str, &str, String)] = &[
         ("KEEPWELL_GRACE", "x", format!("KEEPWELL_GRACE \"x\" is not valid: {DURATION}")),
         ("KEEPWELL_HEALTH_RETRIES", "zero", "KEEPWELL_HEALTH_RETRIES \"zero\" is not valid: expected a whole number of at least 1".into()),
-        ("KEEPWELL_HEALTH_URL", "localhost:8000", "KEEPWELL_HEALTH_URL \"localhost:8000\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH".into()),
+        ("KEEPWELL_HEALTH_URL", "localhost:8000", "KEEPWELL_HEALTH_URL \"localhost:8000\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or grpc://HOST:PORT[/SERVICE]".into()),
         ("KEEPWELL_STOP_SIGNAL", "SIGNOPE", format!("KEEPWELL_STOP_SIGNAL \"SIGNOPE\" is not valid: {SIGNAL}")),
         ("KEEPWELL_REWRITE", "TERM:QUIT,HUP", "KEEPWELL_REWRITE \"HUP\" is not valid: expected FROM:TO signal names, such as TERM:QUIT".into()),
         ("KEEPWELL_SIGNAL_GROUP", "maybe", "KEEPWELL_SIGNAL_GROUP \"maybe\" is not valid: expected true or false".into()),
@@ -124,7 +124,7 @@ fn check_usage_errors() {
     );
     assert_eq!(
         rejected(&["check", "ftp://x"], &[]),
-        "keepwell: TARGET \"ftp://x\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH"
+        "keepwell: TARGET \"ftp://x\" is not valid: expected http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or grpc://HOST:PORT[/SERVICE]"
     );
 }
 
