@@ -21,7 +21,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::rc::Rc;
@@ -235,10 +235,11 @@ pub(super) async fn probe(
     kill_group(pid);
     guard.finished = true;
     // The check's own output is in the pipe already; leftovers that escaped the group and keep
-    // the pipe open are not waited for.
+    // the pipe open are not waited for. Read directly: tokio's try_read would not even try
+    // before the reactor has seen the pipe readable.
     for _ in 0..64 {
-        match output.try_read(&mut scratch) {
-            Ok(n) if n > 0 => kept.add(&scratch[..n]),
+        match read_now(&output, &mut scratch) {
+            Some(n) if n > 0 => kept.add(&scratch[..n]),
             _ => break,
         }
     }
@@ -257,6 +258,13 @@ pub(super) async fn probe(
             ),
         )),
     }
+}
+
+/// One read(2) of the non-blocking pipe: None when nothing is there (or on an error).
+fn read_now(pipe: &impl AsRawFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: read(2) writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).ok()
 }
 
 /// The first [`OUTPUT_LIMIT`] bytes of the output, and how many more were dropped.
