@@ -11,7 +11,8 @@ Commands:
   keepwell [OPTIONS] [--] COMMAND [ARG...]   supervise COMMAND as PID 1
   keepwell check [OPTIONS] [TARGET]          one health check: exit 0 healthy, 1 not
 
-Every option can also be set by its variable, shown in brackets; a flag wins.
+Every option can also be set by its variable, shown in brackets; a flag wins, and an empty
+variable is the same as an unset one (-e KEEPWELL_LISTEN= turns --listen off).
 Durations: 500ms, 10s, 2m, 1h; a bare number is seconds.
 
 Exit codes: the child's code; 128+N when it died of signal N; 2 bad usage (nothing started);
@@ -253,11 +254,31 @@ pub struct Exit {
 /// Parse the process arguments; `check` as the first argument selects check mode (use
 /// `keepwell -- check` to supervise a program named check).
 pub fn parse(args: Vec<String>) -> Result<Invocation, Exit> {
+    forget_empty_variables();
     if args.get(1).map(String::as_str) == Some("check") {
         let rest = std::iter::once("keepwell check".to_string()).chain(args.into_iter().skip(2));
         parse_with::<Check>(rest.collect()).map(|p| Invocation::Check(Box::new(p)))
     } else {
         parse_with::<Supervise>(args).map(|p| Invocation::Supervise(Box::new(p)))
+    }
+}
+
+/// An empty `KEEPWELL_*` variable is the same as an unset one (SPEC.md), so that
+/// `docker run -e KEEPWELL_LISTEN= IMAGE python manage.py migrate` turns `--listen` off for a
+/// one-off command. clap would hand the empty string on as a value; removing such variables
+/// before it reads the environment covers every option, present and future, at once.
+fn forget_empty_variables() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(name, value)| {
+            name.to_str().is_some_and(|n| n.starts_with("KEEPWELL_"))
+                && value.to_str().is_some_and(|v| v.trim().is_empty())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    for name in empty {
+        // Sound: this runs first thing in main, before keepwell starts any thread, so nothing
+        // can read the environment while it changes. The child never needed an empty variable.
+        std::env::remove_var(name);
     }
 }
 
