@@ -294,17 +294,48 @@ def area_supervisor(grpc_port):
 # ------------------------------------------------------------------------- 3. the binary
 
 
+def memory_while_probing(binary):
+    """VmRSS, RssAnon, RssFile (KiB) of BINARY supervising `sleep` with a file: probe every
+    100 ms, after 3 s: what the gRPC code costs a keepwell that does not use it."""
+    heartbeat = os.path.join(TMP, "heartbeat-size")
+    p = popen([binary, "--health-url", f"file:{heartbeat}", "--health-interval", "100ms",
+               "--health-start-interval", "100ms", "--log-level", "warn", "--", "sh", "-c",
+               f"touch {heartbeat}; exec sleep 600"], stderr=subprocess.DEVNULL,
+              start_new_session=True)
+    time.sleep(3)
+    vals = {}
+    with open(f"/proc/{p.pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                vals[key] = int(rest.split()[0])
+    stop(p)
+    return vals
+
+
 def area_size():
     with_grpc, without = os.path.getsize(KEEPWELL), os.path.getsize(KEEPWELL_NO_GRPC)
+    mem_with, mem_without = memory_while_probing(KEEPWELL), memory_while_probing(KEEPWELL_NO_GRPC)
     emit("### 3. The binary with and without gRPC")
     emit()
-    table(["build", "bytes"], [
+    emit("Memory: each binary supervising `sleep` with a `file:` probe every 100 ms, read "
+         "after 3 s (RssFile is the binary's own pages, shared and reclaimable).")
+    emit()
+
+    def mem(m):
+        return f"{m['VmRSS']} / {m['RssAnon']} / {m['RssFile']} KiB"
+
+    table(["build", "bytes", "VmRSS / RssAnon / RssFile"], [
         ["`cargo build --release --target x86_64-unknown-linux-musl` (default: grpc)",
-         f"{with_grpc:,}"],
-        ["the same with `--no-default-features` (no grpc://)", f"{without:,}"],
-        ["gRPC's share", f"{with_grpc - without:,} ({(with_grpc - without) / without:.1%})"],
+         f"{with_grpc:,}", mem(mem_with)],
+        ["the same with `--no-default-features` (no grpc://)", f"{without:,}", mem(mem_without)],
+        ["gRPC's share", f"{with_grpc - without:,} ({(with_grpc - without) / without:.1%})",
+         f"{mem_with['VmRSS'] - mem_without['VmRSS']} / "
+         f"{mem_with['RssAnon'] - mem_without['RssAnon']} / "
+         f"{mem_with['RssFile'] - mem_without['RssFile']} KiB"],
     ])
-    return {"with_grpc": with_grpc, "without_grpc": without}
+    return {"with_grpc": with_grpc, "without_grpc": without, "memory_with": mem_with,
+            "memory_without": mem_without}
 
 
 def main():
