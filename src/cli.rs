@@ -17,7 +17,9 @@ Durations: 500ms, 10s, 2m, 1h; a bare number is seconds.
 
 Exit codes: the child's code; 128+N when it died of signal N; 2 bad usage (nothing started);
 126 COMMAND cannot be executed; 127 COMMAND not found; 3 unhealthy with --on-unhealthy exit;
-4 more than --max-restarts restarts inside --restart-window.";
+4 more than --max-restarts restarts inside --restart-window; 5 COMMAND could not be started for
+lack of resources (a pids, memory or fd limit) and no --restart retries it. --remap-exit
+changes any of these on the way out.";
 
 /// `keepwell [OPTIONS] [--] COMMAND [ARG...]`
 #[derive(Parser, Debug)]
@@ -62,10 +64,12 @@ pub struct ProcessArgs {
     /// Drop to this user (name or uid; group name or gid) before the child starts.
     #[arg(long, env = "KEEPWELL_USER", value_name = "USER[:GROUP]")]
     pub user: Option<String>,
-    /// What the child gets when it must stop [default: TERM].
+    /// What the child gets when keepwell decides a stop itself (a restart, --on-unhealthy exit,
+    /// leftovers); a stop from outside forwards the signal that came [default: TERM].
     #[arg(long, env = "KEEPWELL_STOP_SIGNAL", value_name = "SIG")]
     pub stop_signal: Option<String>,
-    /// How long the child may take to stop before SIGKILL [default: 8s].
+    /// How long the child and its leftovers may take to stop before SIGKILL; the whole stop
+    /// ends within --drain + --grace + 1s [default: 8s].
     #[arg(long, env = "KEEPWELL_GRACE", value_name = "DUR")]
     pub grace: Option<String>,
     /// Forward signal FROM as TO (repeatable; the variable takes a comma-separated list).
@@ -100,6 +104,15 @@ pub struct ProcessArgs {
     /// The window in which restarts are counted [default: 5m].
     #[arg(long, env = "KEEPWELL_RESTART_WINDOW", value_name = "DUR")]
     pub restart_window: Option<String>,
+    /// Exit with TO where keepwell would exit with FROM, e.g. 143:0 (repeatable; the variable
+    /// takes a comma-separated list).
+    #[arg(
+        long,
+        env = "KEEPWELL_REMAP_EXIT",
+        value_name = "FROM:TO",
+        value_delimiter = ','
+    )]
+    pub remap_exit: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -252,6 +252,23 @@ impl Config {
             };
             rewrites.insert(read.signal("rewrite", from)?, read.signal("rewrite", to)?);
         }
+        let mut remap_exit = BTreeMap::new();
+        for rule in process.remap_exit.iter().filter(|r| !r.trim().is_empty()) {
+            let code = |text: &str| text.trim().parse::<u8>().ok().map(i32::from);
+            match rule
+                .split_once(':')
+                .and_then(|(f, t)| Some((code(f)?, code(t)?)))
+            {
+                Some((from, to)) => remap_exit.insert(from, to),
+                None => {
+                    return Err(read.fail(
+                        "remap_exit",
+                        rule,
+                        "expected FROM:TO exit codes from 0 to 255, such as 143:0",
+                    ))
+                }
+            };
+        }
         let restart = match process.restart.as_deref().map(str::trim) {
             None | Some("no") => RestartPolicy::No,
             Some("on-failure") => RestartPolicy::OnFailure,
@@ -414,6 +431,8 @@ impl Config {
             )?,
             health: probe.as_ref().map(|_| timing),
             on_unhealthy,
+            remap_exit,
+            pid1: std::process::id() == 1,
         };
 
         Ok(Config {

@@ -12,6 +12,7 @@
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
 //! - `child`: spawning the child in its own session; signalling it or its group.
+//! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
 //! - `probe`: one health probe of any kind (HTTP, TCP, heartbeat file, command, gRPC), bounded
 //!   in time and size; one module per kind under `probe/`.
@@ -23,6 +24,7 @@ pub mod check;
 pub mod child;
 pub mod cli;
 pub mod config;
+pub mod leftovers;
 pub mod local;
 pub mod logging;
 pub mod privileges;

@@ -12,8 +12,9 @@ use keepwell::{check, cli, logging, startup, EXIT_USAGE};
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
-/// How long the exit may wait for the last log lines to reach stderr.
-const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the exit may wait for the last log lines to reach stderr: with the wait after
+/// SIGKILL, part of the bound a stop keeps past its grace (`state::STOP_BOUND`).
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn main() {
     let code = match cli::parse(std::env::args().collect()) {

@@ -3,7 +3,7 @@
 //!
 //! | path | 200 when | otherwise |
 //! | --- | --- | --- |
-//! | `/livez` | a running child that is not unhealthy | 503 |
+//! | `/livez` | a running child that is not unhealthy (under `--on-unhealthy ignore`: a running child) | 503 |
 //! | `/readyz` | the app is healthy and keepwell is not draining or stopping | 503 |
 //! | `/startupz` | the app has been healthy once since the child last started | 503 |
 //! | `/status` | always: JSON | — |
@@ -11,11 +11,13 @@
 //!
 //! GET and HEAD only (405 otherwise), 404 for any other path. A hostile client cannot hold
 //! keepwell: headers must arrive within [`HEADER_READ_TIMEOUT`], a connection lives at most
-//! [`CONNECTION_LIFETIME`], and past [`MAX_CONNECTIONS`] the oldest connection is closed to
-//! make room for the new one: memory stays bounded, and a client that opens connections and
-//! never uses them cannot keep the kubelet's next probe out (the newest connection is the last
-//! to be evicted). The server runs on its own thread, so a flood never shares a scheduler with
-//! signal forwarding, reaping or probes.
+//! [`CONNECTION_LIFETIME`], and past [`connection_limit`] (at most [`MAX_CONNECTIONS`]) the
+//! oldest connection is closed to make room for the new one: memory stays bounded, and a client
+//! that opens connections and never uses them cannot keep the kubelet's next probe out (the
+//! newest connection is the last to be evicted). The bound comes from RLIMIT_NOFILE, less
+//! [`RESERVED_DESCRIPTORS`] for the rest of keepwell, so a flood can never take the descriptor a
+//! probe, a check or a spawn needs. The server runs on its own thread, so a flood never shares a
+//! scheduler with signal forwarding, reaping or probes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -34,6 +36,40 @@ use crate::status::Snapshot;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTIONS: usize = 512;
+/// Descriptors `--listen` leaves to the rest of keepwell: up to 32 replies on the local socket
+/// (`local`), stdio, the signalfd, two event loops, the listeners, a probe's socket (or a
+/// command check's pipes), a spawn's close-on-exec pipe, a /proc read, the app's held sockets,
+/// and room to spare.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+/// The fewest connections kept open at once however low the limit: a kubelet's three probes and
+/// a person's curl.
+pub const MIN_CONNECTIONS: usize = 4;
+
+/// How many connections `--listen` keeps open at once under a soft RLIMIT_NOFILE of `nofile`.
+pub fn connection_limit(nofile: u64) -> usize {
+    let spare = nofile.saturating_sub(RESERVED_DESCRIPTORS);
+    usize::try_from(spare)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
+/// The bound for this process, with a warning when its fd limit lowers it.
+fn connection_limit_here() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return MAX_CONNECTIONS;
+    };
+    let limit = connection_limit(soft);
+    if limit < MAX_CONNECTIONS {
+        tracing::warn!(
+            nofile = soft,
+            "the file descriptor limit is {soft}: --listen keeps at most {limit} connections \
+             open (the oldest is closed for a new one), so probes keep their descriptors; raise \
+             it for more, e.g. docker run --ulimit nofile=65536"
+        );
+    }
+    limit
+}
 /// The largest request head served (hyper's minimum buffer); a longer one is a 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
@@ -46,7 +82,7 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             return;
         }
     };
-    let open = Arc::new(Mutex::new(OpenConnections::default()));
+    let open = Arc::new(Mutex::new(OpenConnections::new(connection_limit_here())));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -57,30 +93,49 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
                 continue;
             }
         };
-        let (id, evicted) = lock(&open).admit();
+        let (id, mut evicted) = lock(&open).admit();
         let snapshots = snapshots.clone();
         let open = open.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let response =
-                        respond(request.method(), request.uri().path(), &snapshots.borrow());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                // Requests here are a line and a few headers; hyper's default buffer (~400 KiB)
-                // would let 512 clients sending endless headers hold 200 MB.
-                .max_buf_size(MAX_REQUEST_HEAD)
-                // A prober may shut down its write side once the request is sent (`nc -N`,
-                // shell probes); without this hyper sometimes closes before answering.
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
-                // Evicted to make room for a newer connection (or the sender is gone).
-                _ = evicted => {}
+            let accepted = tokio::time::Instant::now();
+            // hyper gives every connection an 8 KiB read buffer as soon as it polls it: wait
+            // for the first byte before handing the connection over, so an idle connection
+            // (the cheapest flood) costs a socket and a small task, not a buffer. The header
+            // deadline still counts from the accept.
+            // (`readable()` would not do: a fresh socket starts out "ready".)
+            let first_byte = async {
+                let mut byte = [0u8; 1];
+                let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte));
+                matches!(peeked.await, Ok(Ok(n)) if n > 0)
+            };
+            let readable = tokio::select! {
+                readable = first_byte => readable,
+                _ = &mut evicted => false,
+            };
+            if readable {
+                let left = HEADER_READ_TIMEOUT.saturating_sub(accepted.elapsed());
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let response =
+                            respond(request.method(), request.uri().path(), &snapshots.borrow());
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(left.max(Duration::from_millis(1)))
+                    // Requests here are a line and a few headers; hyper's default buffer
+                    // (~400 KiB) would let 512 clients sending endless headers hold 200 MB.
+                    .max_buf_size(MAX_REQUEST_HEAD)
+                    // A prober may shut down its write side once the request is sent (`nc -N`,
+                    // shell probes); without this hyper sometimes closes before answering.
+                    .half_close(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let lifetime = CONNECTION_LIFETIME.saturating_sub(accepted.elapsed());
+                tokio::select! {
+                    _ = tokio::time::timeout(lifetime, connection) => {}
+                    // Evicted to make room for a newer connection (or the sender is gone).
+                    _ = evicted => {}
+                }
             }
             lock(&open).forget(id);
         });
@@ -88,17 +143,25 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
 }
 
 /// The open connections, oldest first, each with the means to close it.
-#[derive(Default)]
 struct OpenConnections {
+    limit: usize,
     next_id: u64,
     open: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 impl OpenConnections {
+    fn new(limit: usize) -> Self {
+        OpenConnections {
+            limit,
+            next_id: 0,
+            open: VecDeque::new(),
+        }
+    }
+
     /// Register a new connection, evicting the oldest when full; returns its id and the signal
     /// that closes it.
     fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
-        if self.open.len() >= MAX_CONNECTIONS {
+        if self.open.len() >= self.limit {
             // Dropping the sender wakes the oldest connection's task, which then closes.
             self.open.pop_front();
         }
@@ -180,5 +243,19 @@ pub fn respond(method: &Method, path: &str, snapshot: &Snapshot) -> Response<Ful
             StatusCode::NOT_FOUND,
             "not found: try /livez, /readyz, /startupz, /status or /metrics\n".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_bound_leaves_descriptors_for_the_rest_of_keepwell() {
+        assert_eq!(connection_limit(1_048_576), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(1024), MAX_CONNECTIONS);
+        assert_eq!(connection_limit(300), 300 - 64);
+        assert_eq!(connection_limit(64), MIN_CONNECTIONS);
+        assert_eq!(connection_limit(0), MIN_CONNECTIONS);
     }
 }

@@ -59,6 +59,10 @@ pub fn supervise(config: Config) -> i32 {
         tracing::warn!("cannot start the log writer thread ({e}): logging directly to stderr");
     }
 
+    if let Some(warning) = root_group_warning(&config) {
+        tracing::warn!("{warning}");
+    }
+
     let user = match &config.user {
         Some(who) => format!("{} (uid {}, gid {})", who.name, who.uid, who.gid),
         None => format!(
@@ -115,6 +119,34 @@ pub fn supervise(config: Config) -> i32 {
             .run()
             .await
     })
+}
+
+/// `docker run --user 1234` gives uid 1234 and gid 0, root's group: every file of group root
+/// that is group-writable stays writable, though "nothing keeps root". Said once, at start.
+fn root_group_warning(config: &Config) -> Option<String> {
+    let (uid, gid, groups, how) = match &config.user {
+        Some(who) => (
+            who.uid,
+            who.gid,
+            who.groups.clone(),
+            format!("--user {}", who.name),
+        ),
+        None => (
+            nix::unistd::getuid(),
+            nix::unistd::getgid(),
+            nix::unistd::getgroups().unwrap_or_default(),
+            "the image's USER or docker run --user".to_string(),
+        ),
+    };
+    let root_group = nix::unistd::Gid::from_raw(0);
+    if uid.is_root() || (gid != root_group && !groups.contains(&root_group)) {
+        return None;
+    }
+    Some(format!(
+        "keepwell and the child run as uid {uid} in group 0 (root's group, from {how}), which \
+         can write every file group root may write: give a group of its own, e.g. \
+         --user {uid}:{uid} (docker run --user {uid}:{uid}, USER {uid}:{uid})"
+    ))
 }
 
 fn bind_listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {

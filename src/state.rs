@@ -8,31 +8,46 @@
 //!
 //! # Phases
 //!
+//! "Stop signal (+CONT)" means the signal, then SIGCONT to the same target, so a stopped process
+//! (`kill -STOP`, a debugger, a job-control suspend) wakes up and acts on it. "The leftovers"
+//! are what the child left behind once it is gone: before a restart (and as a subreaper) every
+//! process descended from keepwell, setsid() escapees included, never a `docker exec` session;
+//! before keepwell exits as PID 1, every other process in the PID namespace.
+//!
 //! | from | event | to | why |
 //! | --- | --- | --- | --- |
 //! | Idle | Start | Spawning | the supervisor is ready: start the app |
 //! | Spawning | ChildSpawned | Running | the child runs; health starts as `starting` (or `healthy` without a health URL) |
-//! | Spawning | SpawnFailed | Exited(126/127) | COMMAND cannot run; retrying would fail the same way |
+//! | Spawning | SpawnFailed(exec) | Exited(126/127) | exec says COMMAND is missing or not executable; retrying would fail the same way |
+//! | Spawning | SpawnFailed(resources) | Backoff | a pids, memory or fd limit: transient, so retried like a crash under `--restart` (or after a restart keepwell decided), counted against `--max-restarts` |
+//! | Spawning | SpawnFailed(resources) | Exited(4) | as above, but the restart budget is spent |
+//! | Spawning | SpawnFailed(resources) | Exited(5) | the first start under `--restart no`: nothing would retry it |
 //! | Idle | Signal(TERM/INT/QUIT) | Exited(128+N) | a stop that came during setup: start nothing |
 //! | Running | Signal(TERM/INT) | Draining | `--drain` > 0: readiness drops first so load balancers stop sending traffic |
-//! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain (or QUIT, which means now): the child gets the stop signal at once |
+//! | Running | Signal(TERM/INT/QUIT) | Stopping(exit) | no drain (or QUIT, which means now): the child gets the signal that came (after `--rewrite`, +CONT) at once |
 //! | Running | Signal(other) | Running | forwarded (after `--rewrite`) to the child or its group |
 //! | Running | RealtimeSignal | Running | forwarded as is (as in Draining, and Stopping while the child lives) |
-//! | Running | ProbeDone → unhealthy | Stopping(restart) | `--on-unhealthy restart` and the restart budget allows it |
+//! | Running | ProbeDone → unhealthy | Stopping(restart) | `--on-unhealthy restart` and the restart budget allows it: `--stop-signal` (+CONT), keepwell decided |
 //! | Running | ProbeDone → unhealthy | Stopping(exit 3) | `--on-unhealthy exit`, so the orchestrator replaces the container |
 //! | Running | ProbeDone → unhealthy | Stopping(exit 4) | restart wanted but the budget is spent: show the crash loop |
-//! | Running | ChildExited | Stopping(restart) | `--restart always`, or `on-failure` and it failed, budget allowing |
-//! | Running | ChildExited | Stopping(exit) | no restart: keepwell exits with the child's status once the group is gone |
-//! | Draining | Tick past the drain | Stopping(exit) | the drain is over: now the child gets the stop signal |
-//! | Draining | second TERM/INT/QUIT | Stopping(exit) | the user is impatient: skip the rest of the drain |
-//! | Stopping | ChildExited | Stopping | what the child left in its group gets the stop signal |
-//! | Stopping | Tick past grace | Stopping | SIGKILL to the whole group: the grace is over |
-//! | Stopping | second TERM/INT/QUIT | Stopping | SIGKILL to the whole group at once, as tini and docker users expect |
-//! | Stopping(restart) | TERM/INT/QUIT | Stopping(exit) | a stop from outside beats a restart in progress |
-//! | Stopping(exit 3 or 4) | TERM/INT/QUIT | Stopping(same exit) | the exit already decided keeps its code |
-//! | Stopping | GroupGone | Backoff / Exited | the child and its leftovers are gone: restart later, or exit |
+//! | Running | ProbeDone → unhealthy | Running | `--on-unhealthy ignore`: reported only; `/livez` stays 200 |
+//! | Running | ProbeInconclusive | Running | keepwell could not run the probe (out of descriptors): its own fault, never the app's; probed again at the usual interval |
+//! | Running | ChildExited | Stopping(restart) | `--restart always`, or `on-failure` and it failed, budget allowing: the leftovers get `--stop-signal` (+CONT) and a full grace |
+//! | Running | ChildExited | Stopping(exit) | no restart: the leftovers get `--stop-signal` (+CONT) and a full grace, then keepwell exits with the child's status |
+//! | Draining | Tick past the drain | Stopping(exit) | the drain is over: the child gets the signal that started it (after `--rewrite`, +CONT) |
+//! | Draining | second TERM/INT/QUIT | Stopping(exit) | the user is impatient: skip the rest of the drain; the child gets this second signal as it came |
+//! | Stopping | ChildExited | Stopping | the leftovers get `--stop-signal` (+CONT) for what remains of the grace |
+//! | Stopping | Tick past grace | Stopping | SIGKILL to the child and the leftovers: the grace is over |
+//! | Stopping | second TERM/INT/QUIT | Stopping | SIGKILL to the child and the leftovers at once, as tini and docker users expect |
+//! | Stopping(restart) | TERM/INT/QUIT | Stopping(exit) | a stop from outside beats a restart in progress; a living child gets that signal too (+CONT) |
+//! | Stopping(exit 3 or 4) | TERM/INT/QUIT | Stopping(same exit) | the exit already decided keeps its code; a living child gets that signal too (+CONT) |
+//! | Stopping | LeftoversGone | Backoff / Exited | the child and its leftovers are gone: restart later, or exit |
+//! | Stopping | Tick past SIGKILL + [`AFTER_KILL_LIMIT`] | Backoff / Exited | leftovers outlive SIGKILL (stuck in the kernel): go on without them, so a stop ends inside grace + [`STOP_BOUND`] |
+//! | Stopping(exit) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Exited(128+9 or 3/4) | the child itself outlives SIGKILL: exit anyway (the kernel kills what is left with PID 1) |
+//! | Stopping(restart) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Stopping | never start a second child beside one that still lives: keep waiting for it |
 //! | Backoff | Tick past the delay | Spawning | the backoff is over: spawn again |
 //! | Backoff | TERM/INT/QUIT | Exited(128+N) | nothing runs, so there is nothing to wait for |
+//! | any | Exited(code) | — | `--remap-exit FROM:TO` turns FROM into TO on the way out |
 //!
 //! # Health (Docker's HEALTHCHECK semantics, plus Kubernetes' success threshold)
 //!
@@ -62,9 +77,18 @@ pub const EXIT_RESTARTS_EXHAUSTED: i32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest backoff, however many restarts came before.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// After SIGKILL, how long to wait for the group to empty before giving up on it (a zombie whose
-/// parent is outside the group would otherwise keep keepwell waiting forever).
-const AFTER_KILL_LIMIT: Duration = Duration::from_secs(2);
+/// keepwell's own exit code when COMMAND could not be started for lack of resources (a pids,
+/// memory or descriptor limit) and no restart policy retries it.
+pub const EXIT_NO_RESOURCES: i32 = 5;
+
+/// After SIGKILL, how long to wait for the killed to be gone before going on without them (a
+/// process stuck in the kernel, state D, outlives SIGKILL). Zombies never hold the wait: the
+/// supervisor counts only live processes.
+pub const AFTER_KILL_LIMIT: Duration = Duration::from_millis(500);
+/// The most a stop takes past `--drain` + `--grace`: the wait after SIGKILL, plus at most as
+/// long again for keepwell's last log lines to reach stderr (`main`'s flush limit). The README
+/// states it, and the examples' limits are sized from it.
+pub const STOP_BOUND: Duration = Duration::from_secs(1);
 
 /// What `--restart` says to do when the child exits by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +129,11 @@ pub struct Policy {
     pub restart_window: Duration,
     pub health: Option<HealthTiming>,
     pub on_unhealthy: OnUnhealthy,
+    /// `--remap-exit FROM:TO`: keepwell exits with TO where it would exit with FROM.
+    pub remap_exit: BTreeMap<i32, i32>,
+    /// keepwell is PID 1 of its PID namespace: before it exits, the leftovers are every other
+    /// process there (the kernel would SIGKILL them anyway once PID 1 is gone).
+    pub pid1: bool,
 }
 
 /// How a child ended, as waitpid reports it.
@@ -155,17 +184,18 @@ pub enum Event {
     ChildSpawned {
         pid: i32,
     },
-    /// COMMAND could not be executed; the code is 126 or 127.
+    /// COMMAND could not be started.
     SpawnFailed {
-        code: i32,
+        failure: SpawnFailure,
     },
     /// The child (not some other reaped orphan) exited.
     ChildExited {
         pid: i32,
         status: ExitStatus,
     },
-    /// The process group of the last child has no member left.
-    GroupGone,
+    /// Nothing is left of the last child: no live process in the scope of
+    /// [`Machine::awaiting_leftovers`].
+    LeftoversGone,
     /// keepwell received this signal (SIGCHLD never comes here: it is the reaper's).
     Signal(Signal),
     /// keepwell received a real-time signal (SIGRTMIN..SIGRTMAX), by number: forwarded as is.
@@ -177,8 +207,34 @@ pub enum Event {
         detail: String,
         reason: String,
     },
+    /// keepwell could not carry out a probe for a reason of its own (no file descriptor left):
+    /// says nothing about the app.
+    ProbeInconclusive {
+        detail: String,
+    },
     /// Time passed; the machine checks its deadlines.
     Tick,
+}
+
+/// Why COMMAND could not be started, told apart by what fork and exec said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpawnFailure {
+    /// exec says COMMAND is not found (127) or cannot be executed (126).
+    Exec { code: i32 },
+    /// fork or exec ran out of a resource (the pids limit, memory, descriptors): transient.
+    Resources { detail: String },
+}
+
+/// Who a cleanup signal reaches: the child and what it left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every live process descended from keepwell (through /proc), setsid() escapees included;
+    /// never a `docker exec` session, which is not keepwell's descendant. `pgid` is the child's
+    /// process group: the fallback when /proc cannot be read.
+    Descendants { pgid: i32 },
+    /// Every other process in keepwell's PID namespace (`kill(-1, …)`): only as PID 1, before
+    /// it exits.
+    Namespace,
 }
 
 /// Who gets a signal: the child alone or its whole process group (pgid == child pid).
@@ -201,6 +257,11 @@ pub enum Action {
         target: Target,
         signo: i32,
     },
+    /// Signal everything in the scope; the supervisor finds who that is and logs them.
+    SignalScope {
+        scope: Scope,
+        signal: Signal,
+    },
     StartProbe,
     /// A probe in flight belongs to a child that is going away: drop it.
     CancelProbe,
@@ -215,6 +276,8 @@ pub enum StopCause {
     /// The probe failures crossed `--health-retries`; the last one's reason.
     Unhealthy(String),
     ChildExited(ExitStatus),
+    /// COMMAND could not be started for lack of resources; what ran out.
+    CouldNotSpawn(String),
 }
 
 impl std::fmt::Display for StopCause {
@@ -223,6 +286,7 @@ impl std::fmt::Display for StopCause {
             StopCause::Requested(signal) => write!(f, "keepwell received {signal}"),
             StopCause::Unhealthy(detail) => write!(f, "the app stayed unhealthy ({detail})"),
             StopCause::ChildExited(status) => write!(f, "{}", describe_status(*status)),
+            StopCause::CouldNotSpawn(detail) => write!(f, "COMMAND could not be started: {detail}"),
         }
     }
 }
@@ -249,12 +313,16 @@ pub enum Report {
         signal: Signal,
         grace: Duration,
     },
-    LeftoversSignalled {
-        pgid: i32,
-        signal: Signal,
-    },
     Killed {
         reason: &'static str,
+    },
+    /// Something outlived SIGKILL by [`AFTER_KILL_LIMIT`]: keepwell goes on without it.
+    GaveUpWaiting {
+        for_child: bool,
+    },
+    /// A probe keepwell could not carry out (its own fault): not counted against the app.
+    ProbeInconclusive {
+        detail: String,
     },
     RestartScheduled {
         cause: StopCause,
@@ -273,10 +341,12 @@ pub enum Report {
     Exiting {
         code: i32,
         why: String,
+        /// The code before `--remap-exit` changed it.
+        remapped_from: Option<i32>,
     },
 }
 
-/// Why keepwell will exit once the child's group is gone; each has its exit code.
+/// Why keepwell will exit once the child and its leftovers are gone; each has its exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ExitReason {
     /// With the child's own status (container semantics).
@@ -287,7 +357,7 @@ enum ExitReason {
     RestartsExhausted,
 }
 
-/// What happens once the child's group is gone.
+/// What happens once the child and its leftovers are gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum After {
     Exit(ExitReason),
@@ -405,14 +475,16 @@ impl Machine {
         }
     }
 
-    /// The process group the supervisor should watch for emptiness, once the child is gone.
-    pub fn awaiting_group(&self) -> Option<i32> {
+    /// Once the child is gone: the scope the supervisor should watch until nothing lives in it
+    /// (then it sends `LeftoversGone`).
+    pub fn awaiting_leftovers(&self) -> Option<Scope> {
         match &self.phase {
             Phase::Stopping {
                 pid,
                 child_status: Some(_),
+                after,
                 ..
-            } => Some(*pid),
+            } => Some(self.leftovers_scope(*pid, after)),
             _ => None,
         }
     }
@@ -439,11 +511,14 @@ impl Machine {
             Phase::Exited(_) => ("exited", Health::Unhealthy, None, false),
         };
         let running = matches!(self.phase, Phase::Running { .. } | Phase::Draining { .. });
+        // Under `--on-unhealthy ignore` a liveness probe must not restart the container for what
+        // the user said not to act on: alive while the child runs.
+        let ignored = self.policy.on_unhealthy == OnUnhealthy::Ignore;
         View {
             phase,
             health,
             child_pid,
-            live: running && health != Health::Unhealthy,
+            live: running && (health != Health::Unhealthy || ignored),
             ready: matches!(self.phase, Phase::Running { .. }) && health == Health::Healthy,
             started,
             draining: matches!(self.phase, Phase::Draining { .. }),
@@ -467,11 +542,9 @@ impl Machine {
                     self.phase = Phase::Running { pid, track };
                 }
             }
-            Event::SpawnFailed { code } => {
-                self.exit(code, "COMMAND could not be started".into(), &mut out);
-            }
+            Event::SpawnFailed { failure } => self.on_spawn_failed(failure, now, &mut out),
             Event::ChildExited { pid, status } => self.on_child_exited(pid, status, now, &mut out),
-            Event::GroupGone => self.on_group_gone(now, &mut out),
+            Event::LeftoversGone => self.on_leftovers_gone(now, &mut out),
             Event::Signal(signal) => self.on_signal(signal, now, &mut out),
             Event::RealtimeSignal(signo) => {
                 if let Some(pid) = self.child_to_signal() {
@@ -481,6 +554,9 @@ impl Machine {
             }
             Event::ProbeDone { ok, detail, reason } => {
                 self.on_probe(ok, detail, reason, now, &mut out)
+            }
+            Event::ProbeInconclusive { detail } => {
+                self.on_probe_inconclusive(detail, now, &mut out)
             }
             Event::Tick => self.on_tick(now, &mut out),
         }
@@ -515,17 +591,33 @@ impl Machine {
         }
     }
 
+    /// The one way out: `--remap-exit` applies to every code keepwell exits with.
     fn exit(&mut self, code: i32, why: String, out: &mut Step) {
-        self.phase = Phase::Exited(code);
-        out.report(Report::Exiting { code, why });
-        out.act(Action::Exit(code));
+        let remapped = self.policy.remap_exit.get(&code).copied();
+        let final_code = remapped.unwrap_or(code);
+        self.phase = Phase::Exited(final_code);
+        out.report(Report::Exiting {
+            code: final_code,
+            why,
+            remapped_from: remapped.map(|_| code),
+        });
+        out.act(Action::Exit(final_code));
     }
 
-    /// The signal the child gets for a stop request: a `--rewrite` of what keepwell received
-    /// wins over `--stop-signal`.
+    /// A received signal as the child gets it: `--rewrite` applied.
+    fn rewritten(&self, received: Signal) -> Signal {
+        self.policy
+            .rewrites
+            .get(&received)
+            .copied()
+            .unwrap_or(received)
+    }
+
+    /// The signal that begins a stop: a stop from outside forwards what came (after
+    /// `--rewrite`); a stop keepwell decides itself sends `--stop-signal`.
     fn stop_signal_for(&self, received: Option<Signal>) -> Signal {
         received
-            .and_then(|r| self.policy.rewrites.get(&r).copied())
+            .map(|r| self.rewritten(r))
             .unwrap_or(self.policy.stop_signal)
     }
 
@@ -534,6 +626,38 @@ impl Machine {
             Target::Group(pid)
         } else {
             Target::Child(pid)
+        }
+    }
+
+    /// Who the leftovers are: before a restart (or as a subreaper) keepwell's descendants; before
+    /// PID 1 exits, everyone else in the namespace.
+    fn leftovers_scope(&self, pid: i32, after: &After) -> Scope {
+        match after {
+            After::Exit(_) if self.policy.pid1 => Scope::Namespace,
+            _ => Scope::Descendants { pgid: pid },
+        }
+    }
+
+    /// A stop signal, then SIGCONT to the same target: a stopped process cannot act on the stop
+    /// signal until it is continued (systemd does the same).
+    fn send_stop(target: Target, signal: Signal, out: &mut Step) {
+        out.act(Action::Signal { target, signal });
+        if !matches!(signal, Signal::SIGCONT | Signal::SIGKILL) {
+            out.act(Action::Signal {
+                target,
+                signal: Signal::SIGCONT,
+            });
+        }
+    }
+
+    /// The stop signal (then SIGCONT) to the leftovers.
+    fn sweep(scope: Scope, signal: Signal, out: &mut Step) {
+        out.act(Action::SignalScope { scope, signal });
+        if !matches!(signal, Signal::SIGCONT | Signal::SIGKILL) {
+            out.act(Action::SignalScope {
+                scope,
+                signal: Signal::SIGCONT,
+            });
         }
     }
 
@@ -562,7 +686,68 @@ impl Machine {
         }
     }
 
-    /// Begin stopping a running child: stop signal now, SIGKILL to the group at the deadline.
+    /// Count the restart and wait out its backoff: 1 s doubling per restart in the window.
+    fn schedule_restart(&mut self, cause: StopCause, now: Instant, out: &mut Step) {
+        let in_window = self.restarts_in_window(now);
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1u32 << in_window.min(5))
+            .min(MAX_BACKOFF);
+        self.restart_times.push_back(now);
+        self.restarts_total += 1;
+        out.report(Report::RestartScheduled {
+            cause,
+            delay,
+            restarts_in_window: in_window + 1,
+        });
+        self.phase = Phase::Backoff { until: now + delay };
+    }
+
+    /// Exit for a reason decided earlier; `status` is the child's, for `ChildStatus`.
+    fn exit_for(&mut self, reason: ExitReason, status: ExitStatus, out: &mut Step) {
+        let (code, why) = match reason {
+            ExitReason::ChildStatus => (status.exit_code(), describe_status(status)),
+            ExitReason::Unhealthy => (
+                EXIT_UNHEALTHY,
+                "the app stayed unhealthy (--on-unhealthy exit)".to_string(),
+            ),
+            ExitReason::RestartsExhausted => (
+                EXIT_RESTARTS_EXHAUSTED,
+                "too many restarts inside --restart-window (--max-restarts)".to_string(),
+            ),
+        };
+        self.exit(code, why, out);
+    }
+
+    fn on_spawn_failed(&mut self, failure: SpawnFailure, now: Instant, out: &mut Step) {
+        if self.phase != Phase::Spawning {
+            return;
+        }
+        match failure {
+            SpawnFailure::Exec { code } => {
+                self.exit(code, "COMMAND could not be started".into(), out)
+            }
+            SpawnFailure::Resources { detail } => {
+                // A restart policy, or a restart keepwell already decided, means the user wants
+                // the app kept running: a full pids table is a crash like any other.
+                let retry = self.policy.restart != RestartPolicy::No || self.restarts_total > 0;
+                let cause = StopCause::CouldNotSpawn(detail);
+                if !retry {
+                    self.exit(
+                        EXIT_NO_RESOURCES,
+                        format!("{cause}; without --restart nothing retries it"),
+                        out,
+                    );
+                    return;
+                }
+                match self.after_restart_wanted(cause, now, out) {
+                    After::Restart(cause) => self.schedule_restart(cause, now, out),
+                    After::Exit(reason) => self.exit_for(reason, ExitStatus::Code(1), out),
+                }
+            }
+        }
+    }
+
+    /// Begin stopping a running child: its stop signal (+CONT) now, SIGKILL at the deadline.
     fn begin_stop(
         &mut self,
         pid: i32,
@@ -574,10 +759,7 @@ impl Machine {
     ) {
         let signal = self.stop_signal_for(received);
         out.act(Action::CancelProbe);
-        out.act(Action::Signal {
-            target: self.target(pid),
-            signal,
-        });
+        Self::send_stop(self.target(pid), signal, out);
         out.report(Report::Stopping {
             cause,
             signal,
@@ -611,15 +793,14 @@ impl Machine {
                 } else {
                     After::Exit(ExitReason::ChildStatus)
                 };
-                // The child is gone; what it left in its group gets the stop signal now and
-                // SIGKILL after a full grace period.
-                let signal = self.policy.stop_signal;
+                // The child is gone; what it left behind gets the stop signal now and SIGKILL
+                // after a full grace period.
                 out.act(Action::CancelProbe);
-                out.act(Action::Signal {
-                    target: Target::Group(pid),
-                    signal,
-                });
-                out.report(Report::LeftoversSignalled { pgid: pid, signal });
+                Self::sweep(
+                    self.leftovers_scope(pid, &after),
+                    self.policy.stop_signal,
+                    out,
+                );
                 self.phase = Phase::Stopping {
                     pid,
                     child_status: Some(status),
@@ -633,23 +814,26 @@ impl Machine {
                 pid: child,
                 child_status,
                 killed,
+                after,
                 ..
             } if *child == pid && child_status.is_none() => {
                 *child_status = Some(status);
+                // Already SIGKILLed with the child; otherwise the leftovers get the stop signal
+                // for what remains of the grace.
                 if !*killed {
-                    let signal = self.policy.stop_signal;
-                    out.act(Action::Signal {
-                        target: Target::Group(pid),
-                        signal,
-                    });
-                    out.report(Report::LeftoversSignalled { pgid: pid, signal });
+                    let after = after.clone();
+                    Self::sweep(
+                        self.leftovers_scope(pid, &after),
+                        self.policy.stop_signal,
+                        out,
+                    );
                 }
             }
             _ => {}
         }
     }
 
-    fn on_group_gone(&mut self, now: Instant, out: &mut Step) {
+    fn on_leftovers_gone(&mut self, now: Instant, out: &mut Step) {
         let Phase::Stopping {
             child_status: Some(status),
             after,
@@ -660,34 +844,8 @@ impl Machine {
         };
         let status = *status;
         match after.clone() {
-            After::Exit(reason) => {
-                let (code, why) = match reason {
-                    ExitReason::ChildStatus => (status.exit_code(), describe_status(status)),
-                    ExitReason::Unhealthy => (
-                        EXIT_UNHEALTHY,
-                        "the app stayed unhealthy (--on-unhealthy exit)".to_string(),
-                    ),
-                    ExitReason::RestartsExhausted => (
-                        EXIT_RESTARTS_EXHAUSTED,
-                        "too many restarts inside --restart-window (--max-restarts)".to_string(),
-                    ),
-                };
-                self.exit(code, why, out);
-            }
-            After::Restart(cause) => {
-                let in_window = self.restarts_in_window(now);
-                let delay = FIRST_BACKOFF
-                    .saturating_mul(1u32 << in_window.min(5))
-                    .min(MAX_BACKOFF);
-                self.restart_times.push_back(now);
-                self.restarts_total += 1;
-                out.report(Report::RestartScheduled {
-                    cause,
-                    delay,
-                    restarts_in_window: in_window + 1,
-                });
-                self.phase = Phase::Backoff { until: now + delay };
-            }
+            After::Exit(reason) => self.exit_for(reason, status, out),
+            After::Restart(cause) => self.schedule_restart(cause, now, out),
         }
     }
 
@@ -719,12 +877,13 @@ impl Machine {
                     );
                 }
             }
-            Phase::Draining { pid, received, .. } if stop => {
-                let cause = StopCause::Requested(received);
+            Phase::Draining { pid, .. } if stop => {
+                // A second stop cuts the drain short, and it is a stop from outside like the
+                // first: the child gets what came now (QUIT after TERM means "quickly").
                 self.begin_stop(
                     pid,
-                    cause,
-                    Some(received),
+                    StopCause::Requested(signal),
+                    Some(signal),
                     After::Exit(ExitReason::ChildStatus),
                     now,
                     out,
@@ -734,27 +893,40 @@ impl Machine {
                 pid,
                 requested,
                 killed,
+                child_status,
                 ..
             } if stop => {
                 if requested {
                     if !killed {
                         self.kill(
-                            pid,
                             "a second stop signal arrived during the grace period",
                             now,
                             out,
                         );
                     }
-                } else if let Phase::Stopping {
+                    return;
+                }
+                // A stop from outside during a stop keepwell decided: it turns a restart in
+                // progress into an exit (an exit already decided keeps its reason and code), the
+                // grace running stays, and a child that still lives gets what came.
+                if let Phase::Stopping {
                     requested, after, ..
                 } = &mut self.phase
                 {
-                    // A stop from outside turns a restart in progress into an exit (an exit
-                    // already decided keeps its reason and code); the grace running stays.
                     *requested = true;
                     if matches!(after, After::Restart(_)) {
                         *after = After::Exit(ExitReason::ChildStatus);
                     }
+                }
+                if child_status.is_none() && !killed {
+                    let target = self.target(pid);
+                    let sent = self.rewritten(signal);
+                    Self::send_stop(target, sent, out);
+                    out.report(Report::Forwarded {
+                        received: signal,
+                        sent,
+                        target,
+                    });
                 }
             }
             Phase::Backoff { .. } | Phase::Spawning | Phase::Idle if stop => {
@@ -767,7 +939,7 @@ impl Machine {
             _ => {
                 // Not a stop: forwarded while a child runs, dropped otherwise (nothing to get it).
                 if let Some(pid) = self.child_to_signal() {
-                    let sent = self.policy.rewrites.get(&signal).copied().unwrap_or(signal);
+                    let sent = self.rewritten(signal);
                     let target = self.target(pid);
                     out.act(Action::Signal {
                         target,
@@ -797,19 +969,26 @@ impl Machine {
         }
     }
 
-    fn kill(&mut self, pid: i32, reason: &'static str, now: Instant, out: &mut Step) {
-        out.act(Action::Signal {
-            target: Target::Group(pid),
+    /// SIGKILL to the child (if it still lives) and every leftover; only in Stopping.
+    fn kill(&mut self, reason: &'static str, now: Instant, out: &mut Step) {
+        let Phase::Stopping {
+            pid,
+            after,
+            killed,
+            deadline,
+            ..
+        } = &mut self.phase
+        else {
+            return;
+        };
+        *killed = true;
+        *deadline = now + AFTER_KILL_LIMIT;
+        let (pid, after) = (*pid, after.clone());
+        out.act(Action::SignalScope {
+            scope: self.leftovers_scope(pid, &after),
             signal: Signal::SIGKILL,
         });
         out.report(Report::Killed { reason });
-        if let Phase::Stopping {
-            killed, deadline, ..
-        } = &mut self.phase
-        {
-            *killed = true;
-            *deadline = now + AFTER_KILL_LIMIT;
-        }
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Step) {
@@ -828,10 +1007,10 @@ impl Machine {
                 received,
                 ..
             } if until <= now => {
-                let cause = StopCause::Requested(received);
+                // The drain is over: the stop goes on with the signal that began it.
                 self.begin_stop(
                     pid,
-                    cause,
+                    StopCause::Requested(received),
                     Some(received),
                     After::Exit(ExitReason::ChildStatus),
                     now,
@@ -839,24 +1018,37 @@ impl Machine {
                 );
             }
             Phase::Stopping {
-                pid,
                 deadline,
                 killed,
                 child_status,
+                after,
                 ..
             } if deadline <= now => {
-                if killed && child_status.is_some() {
-                    // SIGKILL went out a while ago and something still holds the group (a
-                    // zombie whose parent lives elsewhere): stop waiting for it.
-                    self.on_group_gone(now, out);
-                } else if killed {
-                    // The child itself outlives SIGKILL (stuck in the kernel, state D): keep
-                    // waiting for it rather than start a second one beside it.
-                    if let Phase::Stopping { deadline, .. } = &mut self.phase {
-                        *deadline = now + AFTER_KILL_LIMIT;
+                if !killed {
+                    self.kill("the grace period ran out", now, out);
+                    return;
+                }
+                match child_status {
+                    // SIGKILL went out AFTER_KILL_LIMIT ago and something still lives (stuck
+                    // in the kernel): go on without it, so the stop keeps its bound.
+                    Some(_) => {
+                        out.report(Report::GaveUpWaiting { for_child: false });
+                        self.on_leftovers_gone(now, out);
                     }
-                } else {
-                    self.kill(pid, "the grace period ran out", now, out);
+                    // The child itself outlives SIGKILL. Never start a second one beside it:
+                    // a restart waits for it. An exit goes ahead, as killed by SIGKILL; as
+                    // PID 1 the kernel kills what is left with keepwell.
+                    None => match after {
+                        After::Restart(_) => {
+                            if let Phase::Stopping { deadline, .. } = &mut self.phase {
+                                *deadline = now + AFTER_KILL_LIMIT;
+                            }
+                        }
+                        After::Exit(reason) => {
+                            out.report(Report::GaveUpWaiting { for_child: true });
+                            self.exit_for(reason, ExitStatus::Signaled(libc::SIGKILL), out);
+                        }
+                    },
                 }
             }
             Phase::Backoff { until } if until <= now => {
@@ -864,6 +1056,29 @@ impl Machine {
                 out.act(Action::Spawn);
             }
             _ => {}
+        }
+    }
+
+    /// The probe interval from now: `start_interval` while the start period lasts.
+    fn next_probe_at(track: &HealthTrack, timing: &HealthTiming, now: Instant) -> Instant {
+        let still_starting = !track.start_period_ended
+            && now.saturating_duration_since(track.spawned_at) < timing.start_period;
+        let interval = if still_starting {
+            timing.start_interval
+        } else {
+            timing.interval
+        };
+        now + interval
+    }
+
+    fn on_probe_inconclusive(&mut self, detail: String, now: Instant, out: &mut Step) {
+        let Some(timing) = self.policy.health.clone() else {
+            return;
+        };
+        if let Phase::Running { track, .. } | Phase::Draining { track, .. } = &mut self.phase {
+            track.probing = false;
+            track.probe_due = Some(Self::next_probe_at(track, &timing, now));
+            out.report(Report::ProbeInconclusive { detail });
         }
     }
 
@@ -907,14 +1122,7 @@ impl Machine {
                 }
             }
         }
-        let still_starting = !track.start_period_ended
-            && now.saturating_duration_since(track.spawned_at) < timing.start_period;
-        let interval = if still_starting {
-            timing.start_interval
-        } else {
-            timing.interval
-        };
-        track.probe_due = Some(now + interval);
+        track.probe_due = Some(Self::next_probe_at(track, &timing, now));
         let after = track.health;
         if after == before {
             return;

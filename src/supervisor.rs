@@ -13,10 +13,11 @@ use tokio::sync::watch;
 
 use crate::child;
 use crate::config::Config;
+use crate::leftovers;
 use crate::probe::{self, ProbeFuture, ProbeResult, Prober};
 use crate::reaper;
 use crate::signals::SignalQueue;
-use crate::state::{Action, Event, Machine, Report, Target};
+use crate::state::{Action, Event, Machine, Report, Scope, Target};
 use crate::status::{unix_now, LastProbe, Snapshot};
 
 pub struct Supervisor {
@@ -28,6 +29,8 @@ pub struct Supervisor {
     signals: SignalQueue,
     pending: VecDeque<Work>,
     child_pid: Option<i32>,
+    /// How many leftovers the last cleanup signal reached, for the line when they are gone.
+    leftovers_signalled: usize,
     probe: Option<ProbeFuture>,
     snapshot: Snapshot,
     publish: watch::Sender<Snapshot>,
@@ -41,9 +44,12 @@ enum Work {
     Reap,
 }
 
-/// While waiting for the child's group to empty, how often to look even without a SIGCHLD
-/// (the last leftover may be the child of another process, not of keepwell).
-const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// While waiting for the leftovers to go, how often to look even without a SIGCHLD (the last
+/// leftover may be the child of another process, not of keepwell).
+const LEFTOVERS_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many leftovers a log line names before it only counts the rest.
+const NAMED_LEFTOVERS: usize = 8;
 
 /// What woke the loop.
 enum Wake {
@@ -73,6 +79,7 @@ impl Supervisor {
             signals,
             pending: VecDeque::new(),
             child_pid: None,
+            leftovers_signalled: 0,
             probe: None,
             snapshot,
             publish,
@@ -107,19 +114,36 @@ impl Supervisor {
                     return code;
                 }
             }
-            // Checked after every wake, not only after events: the last leftover of the
-            // group is usually an orphan whose reaping produces no event of its own.
-            if let Some(pgid) = self.machine.awaiting_group() {
-                if !child::group_alive(pgid) {
-                    self.pending.push_back(Work::Event(Event::GroupGone));
+            // Checked after every wake, not only after events: the last leftover is usually an
+            // orphan whose reaping produces no event of its own.
+            if let Some(scope) = self.machine.awaiting_leftovers() {
+                if !leftovers::anything_left(scope) {
+                    if self.leftovers_signalled > 0 {
+                        tracing::info!(
+                            "the {} process{} left behind {} gone",
+                            self.leftovers_signalled,
+                            if self.leftovers_signalled == 1 {
+                                ""
+                            } else {
+                                "es"
+                            },
+                            if self.leftovers_signalled == 1 {
+                                "is"
+                            } else {
+                                "are"
+                            },
+                        );
+                        self.leftovers_signalled = 0;
+                    }
+                    self.pending.push_back(Work::Event(Event::LeftoversGone));
                     continue;
                 }
             }
             self.publish_snapshot();
 
             let mut deadline = self.machine.next_deadline();
-            if self.machine.awaiting_group().is_some() {
-                let poll = Instant::now() + GROUP_POLL;
+            if self.machine.awaiting_leftovers().is_some() {
+                let poll = Instant::now() + LEFTOVERS_POLL;
                 deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
             }
             let wake = {
@@ -143,12 +167,20 @@ impl Supervisor {
                 }
                 Wake::Probe(result) => {
                     self.probe = None;
-                    self.record_probe(&result);
-                    self.pending.push_back(Work::Event(Event::ProbeDone {
-                        ok: result.ok,
-                        detail: result.detail,
-                        reason: result.reason,
-                    }));
+                    let event = if !result.ok && out_of_descriptors(&result.detail) {
+                        // keepwell's own shortage says nothing about the app: not counted.
+                        Event::ProbeInconclusive {
+                            detail: result.detail,
+                        }
+                    } else {
+                        self.record_probe(&result);
+                        Event::ProbeDone {
+                            ok: result.ok,
+                            detail: result.detail,
+                            reason: result.reason,
+                        }
+                    };
+                    self.pending.push_back(Work::Event(event));
                 }
                 Wake::Deadline => self.pending.push_back(Work::Event(Event::Tick)),
             }
@@ -211,9 +243,9 @@ impl Supervisor {
                             .push_front(Work::Event(Event::ChildSpawned { pid }));
                     }
                     Err(e) => {
-                        tracing::error!(code = e.code, "COMMAND {}", e.message);
+                        tracing::error!("{}", e.message);
                         self.pending
-                            .push_front(Work::Event(Event::SpawnFailed { code: e.code }));
+                            .push_front(Work::Event(Event::SpawnFailed { failure: e.failure }));
                     }
                 }
             }
@@ -231,6 +263,24 @@ impl Supervisor {
                     tracing::warn!(?target, signo, "sending the signal failed: {e}");
                 } else {
                     tracing::info!("forwarded signal {signo} to {}", target_text(&target));
+                }
+            }
+            Action::SignalScope { scope, signal } => {
+                let found = leftovers::signal(scope, signal as i32);
+                // SIGCONT follows every stop signal: one line for the pair is enough.
+                if signal != Signal::SIGCONT && !found.is_empty() {
+                    self.leftovers_signalled = found.len();
+                    tracing::info!(
+                        signal = signal.as_str(),
+                        "{} to {} left behind ({}): {}",
+                        signal.as_str(),
+                        match found.len() {
+                            1 => "1 process".to_string(),
+                            n => format!("{n} processes"),
+                        },
+                        scope_text(scope),
+                        leftovers::describe(&found, NAMED_LEFTOVERS)
+                    );
                 }
             }
             Action::StartProbe => {
@@ -281,6 +331,34 @@ impl Supervisor {
     }
 }
 
+fn scope_text(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Descendants { .. } => "keepwell's descendants",
+        Scope::Namespace => "every other process in the container",
+    }
+}
+
+/// Whether a failed probe failed for want of a file descriptor: the error in its detail says so
+/// (EMFILE is os error 24, ENFILE 23, whatever the C library calls them), or keepwell cannot get
+/// a socket itself right now.
+fn out_of_descriptors(detail: &str) -> bool {
+    if detail.contains("(os error 24)") || detail.contains("(os error 23)") {
+        return true;
+    }
+    // SAFETY: socket(2) and close(2) on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return matches!(
+                nix::errno::Errno::last(),
+                nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE
+            );
+        }
+        libc::close(fd);
+    }
+    false
+}
+
 fn target_text(target: &Target) -> String {
     match target {
         Target::Child(pid) => format!("child {pid}"),
@@ -319,16 +397,26 @@ fn log_report(report: &Report) {
             signal.as_str(),
             probe::human_duration(*grace)
         ),
-        // Only worth a line when something was left: usually the group died with the child.
-        Report::LeftoversSignalled { pgid, signal } if child::group_alive(*pgid) => tracing::info!(
-            signal = signal.as_str(),
-            "the child exited; what it left in its process group gets {}",
-            signal.as_str()
-        ),
-        Report::LeftoversSignalled { .. } => {}
         Report::Killed { reason } => {
-            tracing::warn!("SIGKILL to the child's process group: {reason}")
+            tracing::warn!("SIGKILL to the child and what it left behind: {reason}")
         }
+        Report::GaveUpWaiting { for_child } => {
+            let what = if *for_child {
+                "the child"
+            } else {
+                "what the child left behind"
+            };
+            tracing::warn!(
+                "{what} still lives {} after SIGKILL (stuck in the kernel?): going on without it",
+                probe::human_duration(crate::state::AFTER_KILL_LIMIT)
+            )
+        }
+        Report::ProbeInconclusive { detail } => tracing::warn!(
+            %detail,
+            "a probe could not be made: keepwell is out of file descriptors, which is its own \
+             shortage, not the app's failure (not counted); raise the limit, e.g. docker run \
+             --ulimit nofile=65536"
+        ),
         Report::RestartScheduled {
             cause,
             delay,
@@ -362,6 +450,18 @@ fn log_report(report: &Report) {
                 );
             }
         }
-        Report::Exiting { code, why } => tracing::info!(code, "exiting with code {code}: {why}"),
+        Report::Exiting {
+            code,
+            why,
+            remapped_from: None,
+        } => tracing::info!(code, "exiting with code {code}: {why}"),
+        Report::Exiting {
+            code,
+            why,
+            remapped_from: Some(from),
+        } => tracing::info!(
+            code,
+            "exiting with code {code} ({from} remapped by --remap-exit): {why}"
+        ),
     }
 }

@@ -688,14 +688,18 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
     let took = stop_and_watch_drain(docker, &name, listen);
     assert!(took < Duration::from_secs(9), "docker stop took {took:?}");
     // uvicorn (>= 0.29) re-raises the SIGTERM it handled once its graceful shutdown is done,
-    // so it dies of SIGTERM and keepwell reports that as 128 + 15, as the spec says.
+    // so it dies of SIGTERM (143); the image's KEEPWELL_REMAP_EXIT=143:0 shows that as 0.
     assert_eq!(
         docker.inspect(&name, "{{.State.ExitCode}}"),
-        "143",
+        "0",
         "{}",
         docker.describe(&name)
     );
     let logs = docker.logs(&name);
+    assert!(
+        logs.contains("exiting with code 0 (143 remapped by --remap-exit)"),
+        "{logs}"
+    );
     assert!(
         logs.contains("Application shutdown complete"),
         "uvicorn shut down gracefully:\n{logs}"

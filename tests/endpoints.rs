@@ -243,18 +243,19 @@ fn endpoints_follow_the_app_from_booting_to_healthy_to_unhealthy_and_back() {
     assert_eq!(status["child_pid"], pid, "{status}");
     assert_eq!(status["last_probe"]["ok"], true, "{status}");
 
-    // Unhealthy under --on-unhealthy ignore: not live, not ready, but it did start once.
+    // Unhealthy under --on-unhealthy ignore: not ready, but live (ignore means a liveness
+    // probe must not restart it either), and it did start once.
     app.set_healthy(false);
     app.wait_probes(
-        (503, 503, 200),
-        "unhealthy: /livez and /readyz 503, /startupz 200",
+        (200, 503, 200),
+        "unhealthy under ignore: /readyz 503, /livez and /startupz 200",
     );
     let failed = num(&app.status(), "probes_failed");
     wait_until(
         DEADLINE,
         "three more failed probes, still unhealthy",
         || {
-            assert_eq!(app.probes(), (503, 503, 200), "unhealthy stays unhealthy");
+            assert_eq!(app.probes(), (200, 503, 200), "unhealthy stays unhealthy");
             let status = app.status();
             assert_eq!(status["state"], "unhealthy", "{status}");
             assert_eq!(status["child_pid"], pid, "ignore: no restart: {status}");
@@ -264,7 +265,7 @@ fn endpoints_follow_the_app_from_booting_to_healthy_to_unhealthy_and_back() {
     );
     assert_eq!(app.kw.child(), Some(pid));
     let metrics = app.metrics();
-    assert_eq!(metrics.value("keepwell_live", &[]), 0.0);
+    assert_eq!(metrics.value("keepwell_live", &[]), 1.0);
     assert_eq!(metrics.value("keepwell_ready", &[]), 0.0);
     assert_eq!(
         metrics.value("keepwell_health_state", &[("state", "unhealthy")]),

@@ -34,6 +34,8 @@ fn policy() -> Policy {
         restart_window: Duration::from_secs(300),
         health: None,
         on_unhealthy: OnUnhealthy::Restart,
+        remap_exit: BTreeMap::new(),
+        pid1: false,
     }
 }
 
@@ -56,6 +58,24 @@ fn probing(policy: Policy) -> Machine {
 
 fn signal_to(target: Target, signal: Signal) -> Action {
     Action::Signal { target, signal }
+}
+
+fn scope_signal(scope: Scope, signal: Signal) -> Action {
+    Action::SignalScope { scope, signal }
+}
+
+/// The scope of a subreaper's leftovers, and of everyone's before a restart.
+const DESCENDANTS: Scope = Scope::Descendants { pgid: PID };
+
+/// The signals a step sends, in order, whatever their target.
+fn signals_sent(step: &Step) -> Vec<Signal> {
+    step.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Signal { signal, .. } | Action::SignalScope { signal, .. } => Some(*signal),
+            _ => None,
+        })
+        .collect()
 }
 
 fn probe(m: &mut Machine, ok: bool, at: u64) -> Step {
@@ -93,7 +113,12 @@ fn start_spawns_once_and_spawned_child_runs_healthy_without_health_url() {
 fn spawn_failure_exits_with_its_code() {
     let mut m = Machine::new(policy());
     m.step(Event::Start, t(0));
-    let step = m.step(Event::SpawnFailed { code: 127 }, t(0));
+    let step = m.step(
+        Event::SpawnFailed {
+            failure: SpawnFailure::Exec { code: 127 },
+        },
+        t(0),
+    );
     assert_eq!(exit_code(&step), Some(127));
 }
 
@@ -109,9 +134,9 @@ fn child_exit_signals_leftovers_then_exits_with_child_status_when_group_is_gone(
     );
     assert!(step
         .actions
-        .contains(&signal_to(Target::Group(PID), Signal::SIGTERM)));
-    assert_eq!(m.awaiting_group(), Some(PID));
-    assert_eq!(exit_code(&m.step(Event::GroupGone, t(6))), Some(7));
+        .contains(&scope_signal(DESCENDANTS, Signal::SIGTERM)));
+    assert_eq!(m.awaiting_leftovers(), Some(DESCENDANTS));
+    assert_eq!(exit_code(&m.step(Event::LeftoversGone, t(6))), Some(7));
 }
 
 #[test]
@@ -128,8 +153,8 @@ fn leftovers_that_outlive_grace_get_sigkill_and_the_child_status_is_kept() {
     let step = m.step(Event::Tick, t(8_000));
     assert!(step
         .actions
-        .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
-    assert_eq!(exit_code(&m.step(Event::GroupGone, t(8_010))), Some(3));
+        .contains(&scope_signal(DESCENDANTS, Signal::SIGKILL)));
+    assert_eq!(exit_code(&m.step(Event::LeftoversGone, t(8_010))), Some(3));
 }
 
 #[test]
@@ -209,22 +234,29 @@ fn rewrites_apply_to_forwarded_and_stop_signals() {
 }
 
 #[test]
-fn term_int_quit_send_the_stop_signal_then_sigkill_after_grace() {
+fn term_int_quit_are_forwarded_as_they_came_then_sigkill_after_grace() {
     for received in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
+        // --stop-signal is for the stops keepwell decides itself, not for these.
         let mut m = running(Policy {
             stop_signal: Signal::SIGUSR2,
             ..policy()
         });
         let step = m.step(Event::Signal(received), t(10));
+        assert_eq!(
+            signals_sent(&step),
+            vec![received, Signal::SIGCONT],
+            "{received}"
+        );
         assert!(step
             .actions
-            .contains(&signal_to(Target::Child(PID), Signal::SIGUSR2)));
+            .contains(&signal_to(Target::Child(PID), received)));
         assert!(!m.view().ready, "a stopping app is not ready");
         assert_eq!(m.next_deadline(), Some(t(8_010)));
         let step = m.step(Event::Tick, t(8_010));
-        assert!(step
-            .actions
-            .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
+        assert_eq!(
+            step.actions,
+            vec![scope_signal(DESCENDANTS, Signal::SIGKILL)]
+        );
         m.step(
             Event::ChildExited {
                 pid: PID,
@@ -232,7 +264,10 @@ fn term_int_quit_send_the_stop_signal_then_sigkill_after_grace() {
             },
             t(8_011),
         );
-        assert_eq!(exit_code(&m.step(Event::GroupGone, t(8_012))), Some(137));
+        assert_eq!(
+            exit_code(&m.step(Event::LeftoversGone, t(8_012))),
+            Some(137)
+        );
     }
 }
 
@@ -243,7 +278,7 @@ fn a_second_stop_signal_during_grace_kills_at_once() {
     let step = m.step(Event::Signal(Signal::SIGINT), t(100));
     assert!(step
         .actions
-        .contains(&signal_to(Target::Group(PID), Signal::SIGKILL)));
+        .contains(&scope_signal(DESCENDANTS, Signal::SIGKILL)));
     // A third one does not kill again.
     assert!(m
         .step(Event::Signal(Signal::SIGTERM), t(200))
@@ -264,8 +299,8 @@ fn a_child_that_exits_on_the_stop_signal_gives_its_own_status() {
     );
     assert!(step
         .actions
-        .contains(&signal_to(Target::Group(PID), Signal::SIGTERM)));
-    assert_eq!(exit_code(&m.step(Event::GroupGone, t(51))), Some(0));
+        .contains(&scope_signal(DESCENDANTS, Signal::SIGTERM)));
+    assert_eq!(exit_code(&m.step(Event::LeftoversGone, t(51))), Some(0));
 }
 
 #[test]
@@ -315,7 +350,7 @@ fn stop_request_while_no_child_runs_exits_at_once() {
         },
         t(0),
     );
-    m.step(Event::GroupGone, t(1));
+    m.step(Event::LeftoversGone, t(1));
     assert_eq!(m.view().phase, "restarting");
     let step = m.step(Event::Signal(Signal::SIGTERM), t(2));
     assert_eq!(exit_code(&step), Some(143));
@@ -326,7 +361,7 @@ fn stop_request_while_no_child_runs_exits_at_once() {
 /// The child exits and its group empties: both steps' output together.
 fn exit_and_restart(m: &mut Machine, status: ExitStatus, at: u64) -> Step {
     let mut step = m.step(Event::ChildExited { pid: PID, status }, t(at));
-    let gone = m.step(Event::GroupGone, t(at));
+    let gone = m.step(Event::LeftoversGone, t(at));
     step.actions.extend(gone.actions);
     step.reports.extend(gone.reports);
     step
@@ -419,8 +454,20 @@ fn a_stop_request_during_a_restart_turns_it_into_an_exit() {
         probe(&mut m, false, at);
     }
     assert_eq!(m.view().phase, "stopping");
+    let deadline = m.next_deadline();
     let step = m.step(Event::Signal(Signal::SIGTERM), t(31_100));
-    assert!(step.actions.is_empty(), "the grace already running stays");
+    assert_eq!(
+        step.actions,
+        vec![
+            signal_to(Target::Child(PID), Signal::SIGTERM),
+            signal_to(Target::Child(PID), Signal::SIGCONT),
+        ]
+    );
+    assert_eq!(
+        m.next_deadline(),
+        deadline,
+        "the grace already running stays"
+    );
     m.step(
         Event::ChildExited {
             pid: PID,
@@ -428,7 +475,7 @@ fn a_stop_request_during_a_restart_turns_it_into_an_exit() {
         },
         t(31_200),
     );
-    assert_eq!(exit_code(&m.step(Event::GroupGone, t(31_300))), Some(0));
+    assert_eq!(exit_code(&m.step(Event::LeftoversGone, t(31_300))), Some(0));
 }
 
 // --- health -------------------------------------------------------------------------------
@@ -581,7 +628,8 @@ fn consecutive_failures_reach_retries_and_a_success_resets_the_count() {
     assert_eq!(m.view().health, Health::Unhealthy);
     assert!(step.actions.is_empty(), "ignore only reports");
     let view = m.view();
-    assert!(!view.live && !view.ready && view.started);
+    // Under ignore, /livez stays up: only /readyz says unhealthy.
+    assert!(view.live && !view.ready && view.started);
 }
 
 #[test]
@@ -624,7 +672,7 @@ fn unhealthy_with_restart_stops_the_child_and_respawns_after_backoff() {
         },
         t(31_500),
     );
-    let step = m.step(Event::GroupGone, t(31_500));
+    let step = m.step(Event::LeftoversGone, t(31_500));
     assert!(matches!(
         step.reports[0],
         Report::RestartScheduled {
@@ -660,7 +708,7 @@ fn unhealthy_with_exit_exits_with_its_own_code() {
         t(31_100),
     );
     assert_eq!(
-        exit_code(&m.step(Event::GroupGone, t(31_100))),
+        exit_code(&m.step(Event::LeftoversGone, t(31_100))),
         Some(EXIT_UNHEALTHY)
     );
 }
@@ -710,7 +758,7 @@ fn quit_stops_at_once_even_with_a_drain() {
     let step = m.step(Event::Signal(Signal::SIGQUIT), t(0));
     assert!(step
         .actions
-        .contains(&signal_to(Target::Child(PID), Signal::SIGTERM)));
+        .contains(&signal_to(Target::Child(PID), Signal::SIGQUIT)));
     assert_eq!(m.view().phase, "stopping");
 }
 
@@ -733,7 +781,7 @@ fn a_stop_request_during_an_unhealthy_exit_keeps_exit_code_3() {
         t(31_200),
     );
     assert_eq!(
-        exit_code(&m.step(Event::GroupGone, t(31_300))),
+        exit_code(&m.step(Event::LeftoversGone, t(31_300))),
         Some(EXIT_UNHEALTHY)
     );
 }
@@ -761,14 +809,15 @@ fn the_view_says_draining_only_while_draining() {
 
 #[test]
 fn a_child_that_outlives_sigkill_is_waited_for_never_replaced() {
-    let mut m = running(Policy {
-        restart: RestartPolicy::Always,
-        ..policy()
-    });
-    m.step(Event::Signal(Signal::SIGTERM), t(0));
-    m.step(Event::Tick, t(8_000));
-    // Stuck in the kernel: no exit, deadline after deadline.
-    for at in [10_000, 12_000, 60_000] {
+    let mut m = probing(policy());
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    assert_eq!(m.view().phase, "stopping", "an unhealthy restart");
+    m.step(Event::Tick, t(39_000));
+    // Stuck in the kernel: no second child beside it, deadline after deadline.
+    for at in [40_000, 42_000, 60_000] {
         let step = m.step(Event::Tick, t(at));
         assert!(step.actions.is_empty(), "at {at}: {:?}", step.actions);
         assert_eq!(m.view().phase, "stopping");
@@ -780,5 +829,390 @@ fn a_child_that_outlives_sigkill_is_waited_for_never_replaced() {
         },
         t(61_000),
     );
-    assert_eq!(exit_code(&m.step(Event::GroupGone, t(61_000))), Some(137));
+    m.step(Event::LeftoversGone, t(61_000));
+    assert_eq!(m.view().phase, "restarting");
+}
+
+// --- stops from outside and stops keepwell decides ------------------------------------------
+
+#[test]
+fn a_stop_keepwell_decides_sends_the_stop_signal() {
+    let mut m = probing(Policy {
+        stop_signal: Signal::SIGUSR2,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    probe(&mut m, false, 11_000);
+    probe(&mut m, false, 21_000);
+    let step = probe(&mut m, false, 31_000);
+    assert_eq!(signals_sent(&step), vec![Signal::SIGUSR2, Signal::SIGCONT]);
+}
+
+#[test]
+fn every_stop_signal_is_followed_by_sigcont_to_the_same_target() {
+    let mut m = running(Policy {
+        signal_group: true,
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(0));
+    assert_eq!(
+        step.actions,
+        vec![
+            Action::CancelProbe,
+            signal_to(Target::Group(PID), Signal::SIGTERM),
+            signal_to(Target::Group(PID), Signal::SIGCONT),
+        ]
+    );
+    // The leftovers get theirs the same way.
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(10),
+    );
+    assert_eq!(
+        step.actions,
+        vec![
+            scope_signal(DESCENDANTS, Signal::SIGTERM),
+            scope_signal(DESCENDANTS, Signal::SIGCONT),
+        ]
+    );
+    // A stop signal that is SIGCONT itself is not sent twice; SIGKILL needs none.
+    let mut m = running(Policy {
+        rewrites: BTreeMap::from([(Signal::SIGTERM, Signal::SIGCONT)]),
+        ..policy()
+    });
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(0));
+    assert_eq!(signals_sent(&step), vec![Signal::SIGCONT]);
+}
+
+#[test]
+fn a_drain_ends_with_the_signal_that_started_it_after_rewrite() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        stop_signal: Signal::SIGUSR2,
+        rewrites: BTreeMap::from([(Signal::SIGINT, Signal::SIGHUP)]),
+        ..policy()
+    });
+    m.step(Event::Signal(Signal::SIGINT), t(0));
+    let step = m.step(Event::Tick, t(5_000));
+    assert_eq!(signals_sent(&step), vec![Signal::SIGHUP, Signal::SIGCONT]);
+}
+
+#[test]
+fn a_second_signal_that_cuts_a_drain_short_is_forwarded_as_it_came() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    let step = m.step(Event::Signal(Signal::SIGQUIT), t(100));
+    assert_eq!(signals_sent(&step), vec![Signal::SIGQUIT, Signal::SIGCONT]);
+}
+
+#[test]
+fn a_stop_from_outside_during_a_restart_reaches_the_living_child_once() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Restart,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    probe(&mut m, false, 11_000);
+    probe(&mut m, false, 21_000);
+    probe(&mut m, false, 31_000);
+    let step = m.step(Event::Signal(Signal::SIGQUIT), t(31_100));
+    assert_eq!(
+        step.actions,
+        vec![
+            signal_to(Target::Child(PID), Signal::SIGQUIT),
+            signal_to(Target::Child(PID), Signal::SIGCONT),
+        ]
+    );
+    // Now it is an exit, and the next stop request kills.
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(31_200));
+    assert_eq!(signals_sent(&step), vec![Signal::SIGKILL]);
+}
+
+// --- leftovers ----------------------------------------------------------------------------
+
+#[test]
+fn as_pid1_the_leftovers_before_an_exit_are_everyone_and_before_a_restart_the_descendants() {
+    let pid1 = |restart| {
+        running(Policy {
+            pid1: true,
+            restart,
+            ..policy()
+        })
+    };
+    let mut m = pid1(RestartPolicy::No);
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(0),
+    );
+    assert!(step
+        .actions
+        .contains(&scope_signal(Scope::Namespace, Signal::SIGTERM)));
+    assert_eq!(m.awaiting_leftovers(), Some(Scope::Namespace));
+    assert_eq!(
+        m.step(Event::Tick, t(8_000)).actions,
+        vec![scope_signal(Scope::Namespace, Signal::SIGKILL)]
+    );
+
+    let mut m = pid1(RestartPolicy::Always);
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(0),
+    );
+    assert!(step
+        .actions
+        .contains(&scope_signal(DESCENDANTS, Signal::SIGTERM)));
+    assert_eq!(m.awaiting_leftovers(), Some(DESCENDANTS));
+    m.step(Event::LeftoversGone, t(1));
+    assert_eq!(m.view().phase, "restarting");
+}
+
+#[test]
+fn leftovers_of_a_stop_get_the_stop_signal_only_for_the_rest_of_the_grace() {
+    let mut m = running(policy());
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(3_000),
+    );
+    assert_eq!(
+        step.actions,
+        vec![
+            scope_signal(DESCENDANTS, Signal::SIGTERM),
+            scope_signal(DESCENDANTS, Signal::SIGCONT),
+        ]
+    );
+    // SIGKILL no later than grace after the first stop signal, not after this one.
+    assert_eq!(m.next_deadline(), Some(t(8_000)));
+}
+
+#[test]
+fn leftovers_that_outlive_sigkill_hold_the_stop_no_longer_than_the_bound() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(1),
+        },
+        t(0),
+    );
+    m.step(Event::Tick, t(8_000));
+    assert_eq!(m.next_deadline(), Some(t(8_000) + AFTER_KILL_LIMIT));
+    let step = m.step(Event::Tick, t(8_000) + AFTER_KILL_LIMIT);
+    assert!(step
+        .reports
+        .contains(&Report::GaveUpWaiting { for_child: false }));
+    assert_eq!(m.view().phase, "restarting");
+    assert!(AFTER_KILL_LIMIT < STOP_BOUND);
+}
+
+#[test]
+fn a_child_stuck_past_sigkill_does_not_hold_an_exit_past_the_bound() {
+    let mut m = running(policy());
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    m.step(Event::Tick, t(8_000));
+    let step = m.step(Event::Tick, t(8_000) + AFTER_KILL_LIMIT);
+    assert_eq!(exit_code(&step), Some(137));
+    assert!(step
+        .reports
+        .contains(&Report::GaveUpWaiting { for_child: true }));
+}
+
+// --- spawn failures -----------------------------------------------------------------------
+
+fn no_resources() -> Event {
+    Event::SpawnFailed {
+        failure: SpawnFailure::Resources {
+            detail: "the pids limit is reached".into(),
+        },
+    }
+}
+
+#[test]
+fn a_spawn_without_resources_is_retried_with_backoff_under_a_restart_policy() {
+    let mut m = running(Policy {
+        restart: RestartPolicy::OnFailure,
+        ..policy()
+    });
+    exit_and_restart(&mut m, ExitStatus::Code(1), 0);
+    assert_eq!(m.step(Event::Tick, t(1_000)).actions, vec![Action::Spawn]);
+    let step = m.step(no_resources(), t(1_000));
+    assert_eq!(exit_code(&step), None);
+    assert_eq!(m.view().phase, "restarting");
+    assert!(step.reports.iter().any(|r| matches!(
+        r,
+        Report::RestartScheduled { cause: StopCause::CouldNotSpawn(detail), delay, .. }
+            if detail.contains("pids limit") && *delay == Duration::from_secs(2)
+    )));
+    assert_eq!(m.next_deadline(), Some(t(3_000)));
+    assert_eq!(m.step(Event::Tick, t(3_000)).actions, vec![Action::Spawn]);
+    m.step(Event::ChildSpawned { pid: PID + 1 }, t(3_000));
+    assert_eq!(m.view().child_pid, Some(PID + 1));
+}
+
+#[test]
+fn spawns_without_resources_count_against_max_restarts() {
+    let mut m = Machine::new(Policy {
+        restart: RestartPolicy::Always,
+        max_restarts: 2,
+        ..policy()
+    });
+    m.step(Event::Start, t(0));
+    let mut at = 0;
+    for _ in 0..2 {
+        m.step(no_resources(), t(at));
+        at += 60_000;
+        assert_eq!(m.step(Event::Tick, t(at)).actions, vec![Action::Spawn]);
+    }
+    assert_eq!(
+        exit_code(&m.step(no_resources(), t(at))),
+        Some(EXIT_RESTARTS_EXHAUSTED)
+    );
+}
+
+#[test]
+fn a_first_spawn_without_resources_and_no_restart_policy_exits_with_its_own_code() {
+    let mut m = Machine::new(policy());
+    m.step(Event::Start, t(0));
+    assert_eq!(
+        exit_code(&m.step(no_resources(), t(0))),
+        Some(EXIT_NO_RESOURCES)
+    );
+}
+
+#[test]
+fn a_respawn_after_an_unhealthy_restart_is_retried_even_without_restart_policy() {
+    let mut m = probing(policy());
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Signaled(15),
+        },
+        t(31_100),
+    );
+    m.step(Event::LeftoversGone, t(31_100));
+    m.step(Event::Tick, t(32_100));
+    m.step(no_resources(), t(32_100));
+    assert_eq!(m.view().phase, "restarting");
+}
+
+#[test]
+fn exec_failures_are_not_retried_even_under_restart_always() {
+    let mut m = Machine::new(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    m.step(Event::Start, t(0));
+    let step = m.step(
+        Event::SpawnFailed {
+            failure: SpawnFailure::Exec { code: 126 },
+        },
+        t(0),
+    );
+    assert_eq!(exit_code(&step), Some(126));
+}
+
+// --- probes keepwell could not make --------------------------------------------------------
+
+#[test]
+fn a_probe_keepwell_could_not_make_counts_for_nothing_and_comes_again() {
+    let mut m = probing(policy());
+    probe(&mut m, true, 1_000);
+    probe(&mut m, false, 11_000);
+    probe(&mut m, false, 21_000);
+    m.step(Event::Tick, t(31_000));
+    let step = m.step(
+        Event::ProbeInconclusive {
+            detail: "No file descriptors available (os error 24)".into(),
+        },
+        t(31_000),
+    );
+    assert!(step.actions.is_empty());
+    assert_eq!(m.view().health, Health::Healthy);
+    assert_eq!(m.next_deadline(), Some(t(41_000)));
+    // The count of real failures is where it was: one more makes it unhealthy.
+    probe(&mut m, false, 41_000);
+    assert_eq!(m.view().health, Health::Unhealthy);
+}
+
+// --- exit codes and /livez --------------------------------------------------------------------
+
+#[test]
+fn remap_exit_changes_the_code_keepwell_exits_with() {
+    let remap = BTreeMap::from([(143, 0), (4, 10)]);
+    let mut m = running(Policy {
+        remap_exit: remap.clone(),
+        ..policy()
+    });
+    m.step(Event::Signal(Signal::SIGTERM), t(0));
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Signaled(15),
+        },
+        t(10),
+    );
+    let step = m.step(Event::LeftoversGone, t(11));
+    assert_eq!(exit_code(&step), Some(0));
+    assert!(step.reports.iter().any(|r| matches!(
+        r,
+        Report::Exiting {
+            code: 0,
+            remapped_from: Some(143),
+            ..
+        }
+    )));
+    // Codes not named stay as they are.
+    let mut m = running(Policy {
+        remap_exit: remap,
+        ..policy()
+    });
+    let step = exit_and_restart(&mut m, ExitStatus::Code(3), 0);
+    assert_eq!(exit_code(&step), Some(3));
+}
+
+#[test]
+fn livez_stays_up_under_on_unhealthy_ignore_while_readyz_drops() {
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Ignore,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    let view = m.view();
+    assert_eq!(view.health, Health::Unhealthy);
+    assert!(view.live && !view.ready);
+    // Not under restart: there the child is being stopped, and /livez says so.
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Exit,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    for at in [11_000, 21_000, 31_000] {
+        probe(&mut m, false, at);
+    }
+    assert!(!m.view().live);
 }

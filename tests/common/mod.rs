@@ -289,6 +289,16 @@ pub fn echoed(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `echoed`, less a SIGCONT at the very end: keepwell sends SIGCONT right after every stop
+/// signal, and a child that exits on the stop signal may or may not live to see it.
+pub fn echoed_through_stop(path: &Path) -> Vec<String> {
+    let mut lines = echoed(path);
+    if lines.len() > 1 && lines.last().map(String::as_str) == Some("CONT") {
+        lines.pop();
+    }
+    lines
+}
+
 /// The shipped form: the static musl release binary, built (or found up to date) by cargo.
 pub fn static_keepwell() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
