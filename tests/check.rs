@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::app::{App, Behaviour};
@@ -12,28 +11,12 @@ use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Run `keepwell check ARGS` to completion.
-fn check(args: &[&str]) -> Output {
-    Command::new(KEEPWELL)
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("run keepwell check")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Exit code, stdout; stderr must be empty.
+/// `keepwell check ARGS` run to completion: exit code, stdout; stderr must be empty.
 fn run(args: &[&str]) -> (i32, String) {
-    let output = check(args);
-    assert_eq!(stderr(&output), "", "keepwell check {args:?}");
-    (output.status.code().expect("an exit code"), stdout(&output))
+    let all = [&["check"][..], args].concat();
+    let ran = run_keepwell(&all, &[]);
+    assert_eq!(ran.stderr, "", "keepwell check {args:?}");
+    (ran.code, ran.stdout)
 }
 
 /// `healthy: 200 OK from URL in 1.3ms` → the latency text's number checked, the rest returned.
@@ -95,8 +78,11 @@ fn a_hang_is_bounded_by_timeout() {
             app.url()
         )
     );
+    // The line above says the 500ms timeout ended it (the default is 2s); the lower bound
+    // says it did not give up early. No upper bound: on a loaded machine process start-up
+    // alone may take a while.
     assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        took >= Duration::from_millis(500),
         "check --timeout 500ms took {took:?}"
     );
     assert_eq!(app.requests(), 1);
@@ -188,53 +174,6 @@ fn a_status_without_a_standard_reason_reads_cleanly() {
     let (code, out) = run(&[&app.url()]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out, format!("unhealthy: 599 from {}\n", app.url()));
-}
-
-#[test]
-fn bad_usage_exits_2_with_one_line_on_stderr() {
-    let cases: &[(&[&str], &str)] = &[
-        (
-            &["ftp://127.0.0.1/health"],
-            "keepwell: TARGET \"ftp://127.0.0.1/health\" is not valid: expected \
-             http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or \
-             grpc://HOST:PORT[/SERVICE]",
-        ),
-        (
-            &["http://127.0.0.1:99999/health"],
-            "keepwell: TARGET \"http://127.0.0.1:99999/health\" is not valid: port \"99999\" is \
-             not a number from 1 to 65535; expected http://HOST:PORT/PATH",
-        ),
-        (
-            &["--timeout", "0", "http://127.0.0.1:8000/health"],
-            "keepwell: --timeout \"0\" is not valid: expected a duration above zero, such as 1s",
-        ),
-        (
-            &["--status", "2xx", "http://127.0.0.1:8000/health"],
-            "keepwell: --status \"2xx\" is not valid: expected status codes or ranges from 100 \
-             to 599, such as 200-299,304",
-        ),
-        (
-            &["--header", "nocolon", "http://127.0.0.1:8000/health"],
-            "keepwell: --header \"nocolon\" is not valid: expected 'Name: value', such as \
-             'Host: example.com'",
-        ),
-        (
-            &["--status", "200"],
-            "keepwell: --status, --header, --body and --max-age need a TARGET URL: without one, keepwell \
-             check asks the supervisor, which probes with its own --health-* settings",
-        ),
-    ];
-    for (args, expected) in cases {
-        let output = check(args);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert_eq!(stderr(&output), format!("{expected}\n"), "{args:?}");
-        assert_eq!(stdout(&output), "", "{args:?}");
-    }
 }
 
 #[test]
@@ -345,9 +284,9 @@ fn check_url_runs_on_one_thread_for_ip_literals_and_localhost() {
     for host in ["127.0.0.1", "localhost"] {
         let before = app.requests();
         let url = format!("http://{host}:{}/health", app.port());
-        let mut child = Command::new(KEEPWELL)
-            .args(["check", "--quiet", "--timeout", "5s", &url])
+        let mut child = keepwell_command(&["check", "--quiet", "--timeout", "5s", &url])
             .spawn()
+            .map(KillOnDrop)
             .expect("start keepwell check");
         let pid = child.id() as i32;
         wait_until(DEADLINE, "the check's request", || app.requests() > before);
@@ -426,9 +365,9 @@ fn check_inside(kw: &Keepwell, bin: &str, as_nobody: bool) -> (i32, String) {
         args.extend(NOBODY);
     }
     args.extend([bin, "check"]);
-    let output = kw.exec(&args).output().expect("nsenter keepwell check");
-    assert_eq!(stderr(&output), "", "keepwell check inside: {args:?}");
-    (output.status.code().expect("an exit code"), stdout(&output))
+    let ran = kw.exec_output(&args);
+    assert_eq!(ran.stderr, "", "keepwell check inside: {args:?}");
+    (ran.code, ran.stdout)
 }
 
 #[test]
@@ -507,20 +446,11 @@ fn without_target_it_reaches_a_supervisor_that_is_not_root() {
 
 #[test]
 fn without_target_and_no_supervisor_it_says_so_and_exits_1() {
-    let output = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            KEEPWELL,
-            "check",
-        ])
-        .output()
-        .expect("run keepwell check in a fresh namespace");
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let ran: Ran =
+        run_with_deadline(&mut pid1_command_for(KEEPWELL, &["check"]), RUN_DEADLINE).into();
+    assert_eq!(ran.code, 1, "{ran:?}");
     assert_eq!(
-        stdout(&output),
+        ran.stdout,
         "unhealthy: no keepwell supervisor answers in this container (is keepwell the \
          ENTRYPOINT? to probe an app directly, use keepwell check http://127.0.0.1:PORT/health)\n"
     );
@@ -619,19 +549,19 @@ fn the_supervisor_answers_no_process_outside_its_pid_namespace() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
+    // The supervisor must close the connection without a word: an empty read that ended in
+    // EOF. A read that timed out says nothing about what the supervisor did.
     let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    assert_eq!(reply, "", "a process outside the namespace got the verdict");
-    // From inside, the same supervisor answers.
-    let inside = kw
-        .exec(&[common::KEEPWELL, "check"])
-        .output()
-        .expect("check inside");
-    assert!(
-        String::from_utf8_lossy(&inside.stdout).starts_with("healthy:"),
-        "{}",
-        String::from_utf8_lossy(&inside.stdout)
-    );
+    match stream.read_to_string(&mut reply) {
+        Ok(_) => assert_eq!(reply, "", "a process outside the namespace got the verdict"),
+        Err(e) => panic!("the supervisor neither answered nor closed the connection: {e}"),
+    }
+    // From inside, the same supervisor answers (healthy once it has published its child).
+    common::wait_until(Duration::from_secs(10), "a healthy verdict inside", || {
+        kw.exec_output(&[common::KEEPWELL, "check"])
+            .stdout
+            .starts_with("healthy:")
+    });
     kw.signal(nix::sys::signal::Signal::SIGTERM);
     kw.wait_exit(Duration::from_secs(10));
 }

@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,24 +24,9 @@ const DEADLINE: Duration = Duration::from_secs(15);
 const FLASK_PAGE: &str = "Hello from Flask under keepwell";
 const HEALTHY: &str = "health changed: starting → healthy";
 
-/// One HTTP/1.0 GET to 127.0.0.1:PORT: (status, body), or None when it cannot be had.
+/// GET PATH from 127.0.0.1:PORT: (status, body), or None when it cannot be had.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    common::app::get(port, path)
 }
 
 /// Wait until GET PATH answers STATUS; returns the body.
@@ -253,12 +236,13 @@ fn with_user_no_process_in_the_container_keeps_a_privilege() {
     );
     // gunicorn runs as nobody: it must be able to read the venv and the app.
     let venv = venv();
-    let readable = std::process::Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(venv.join("bin/python"))
-        .args(["-c", "import flask, gunicorn"])
-        .output()
-        .expect("run setpriv");
+    let readable = run_with_deadline(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(venv.join("bin/python"))
+            .args(["-c", "import flask, gunicorn"]),
+        RUN_DEADLINE,
+    );
     assert!(
         readable.status.success(),
         "uid 65534 cannot read the venv (every folder above it needs o+rx): {}",
@@ -299,10 +283,8 @@ fn with_user_no_process_in_the_container_keeps_a_privilege() {
     }
     // The same, seen from inside the container as `docker exec` would.
     let inside =
-        g.kw.exec(&["sh", "-c", "grep -H '^Uid:' /proc/1/status"])
-            .output()
-            .expect("nsenter");
-    let inside = String::from_utf8_lossy(&inside.stdout);
+        g.kw.exec_output(&["sh", "-c", "grep -H '^Uid:' /proc/1/status"]);
+    let inside = inside.stdout;
     assert!(inside.contains("65534\t65534\t65534\t65534"), "{inside}");
 
     let (status, body) = get(g.port, "/").expect("GET /");

@@ -3,31 +3,20 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-/// Run keepwell to its end (10 s at most: a keepwell that does not exit fails the test and is
-/// killed); its exit code and stderr.
+/// Run keepwell to its end (a keepwell that does not exit fails the test and is killed); its
+/// exit code, which must be a code (keepwell exits, never dies of a signal), and stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(KEEPWELL)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run keepwell");
-    let what = format!("keepwell {args:?} exiting");
-    let status = wait_or_kill(&mut child, Duration::from_secs(10), &what);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
-    (
-        status
-            .code()
-            .expect("keepwell exits, never dies of a signal"),
-        stderr,
-    )
+    let mut command = keepwell_command(args);
+    let output = run_with_deadline(&mut command, RUN_DEADLINE);
+    let code = output
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("keepwell {args:?} died: {:?}", output.status));
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]

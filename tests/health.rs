@@ -1,7 +1,7 @@
 //! Health supervision: keepwell probes an in-test app over HTTP, TCP and a Unix socket, decides
 //! `starting → healthy ⇄ unhealthy` as Docker does, and restarts, exits or only reports as
-//! `--on-unhealthy` says; `--restart` and `--max-restarts` with backoff; bad health
-//! configuration is refused before anything starts.
+//! `--on-unhealthy` says. `--restart`, `--max-restarts` and backoff are in restart_policy.rs;
+//! bad health configuration in usage.rs.
 //!
 //! Every test runs with short intervals and polls against deadlines; none asserts after a fixed
 //! sleep.
@@ -10,42 +10,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::app::{self, App, Behaviour};
+use common::app::{self, supervise, supervising, App, Behaviour};
 use common::*;
 use nix::sys::signal::Signal;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Fast timing, unless a test names the flag itself.
-const FAST: &[(&str, &str)] = &[
-    ("--health-interval", "200ms"),
-    ("--health-start-interval", "100ms"),
-    ("--health-timeout", "300ms"),
-    ("--grace", "1s"),
-];
-
-/// The arguments for supervising `command` with `url` probed: FAST timing, then `extra`
-/// (whose flags replace FAST's).
-fn args(url: &str, extra: &[&str], command: &[&str]) -> Vec<String> {
-    let mut all: Vec<String> = Vec::new();
-    for (flag, value) in FAST {
-        if !extra.contains(flag) {
-            all.extend([flag.to_string(), value.to_string()]);
-        }
-    }
-    all.extend(["--health-url".to_string(), url.to_string()]);
-    all.extend(extra.iter().map(|s| s.to_string()));
-    all.push("--".into());
-    all.extend(command.iter().map(|s| s.to_string()));
-    all
-}
-
-/// keepwell supervising `sleep 1000` while the in-test app stands in for the app.
-fn supervise(url: &str, extra: &[&str]) -> Keepwell {
-    let all = args(url, extra, &["sleep", "1000"]);
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    keepwell(&refs).start()
-}
 
 const TO_HEALTHY: &str = "health changed: starting → healthy";
 const TO_UNHEALTHY_FROM_STARTING: &str = "health changed: starting → unhealthy";
@@ -91,10 +60,9 @@ fn status_200_is_healthy_on_readyz_and_in_the_log() {
     wait_more_probes(&app, 3);
     let log = kw.stderr();
     let lines: Vec<&str> = log
+        // A mount namespace of its own gives this keepwell its own local verdict socket
+        // (tests/common): no "socket unavailable" warning from sharing the host's name.
         .lines()
-        // Not PID 1 of a namespace of its own, keepwell may share the local verdict socket's
-        // name with another test's keepwell and say so.
-        .filter(|l| !l.contains("the local verdict socket is unavailable"))
         .collect();
     assert_eq!(
         lines.len(),
@@ -254,7 +222,7 @@ fn an_endless_body_is_judged_by_its_first_64_kib_and_memory_stays_small() {
     let rss_kib = || -> u64 {
         status_field(kw.pid, "RssAnon")
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS of keepwell")
+            .expect("RssAnon of keepwell")
     };
     kw.wait_child(DEADLINE);
     let before = rss_kib();
@@ -339,6 +307,56 @@ fn a_required_host_header_is_sent_with_health_header() {
     let own = format!("127.0.0.1:{}", app.port());
     assert!(hosts.contains(&own), "{hosts:?}");
     assert!(hosts.iter().all(|h| !h.is_empty()), "{hosts:?}");
+}
+
+#[test]
+fn every_health_header_is_sent_with_each_probe_from_flags_and_from_the_variable() {
+    let app = App::http(Behaviour::RequireHost("app.example.com".into()));
+    let strict = ["--health-start-period", "0", "--health-retries", "1"];
+    let headers = [
+        "Host: app.example.com",
+        "X-Probe: keepwell",
+        "Authorization: Bearer t0ken",
+    ];
+    let flags = supervise(
+        &app.url(),
+        &[
+            &strict[..],
+            &[
+                "--health-header",
+                headers[0],
+                "--health-header",
+                headers[1],
+                "--health-header",
+                headers[2],
+            ],
+        ]
+        .concat(),
+    );
+    flags.wait_log(DEADLINE, TO_HEALTHY);
+    drop(flags);
+    let from_flags = app.heads();
+    // README: the variable takes one header per line.
+    let variable = supervising(&app.url(), &strict, &["sleep", "1000"])
+        .env("KEEPWELL_HEALTH_HEADER", &headers.join("\n"))
+        .start();
+    variable.wait_log(DEADLINE, TO_HEALTHY);
+    let from_variable = app.heads()[from_flags.len()..].to_vec();
+    for (source, heads) in [("flags", from_flags), ("variable", from_variable)] {
+        assert!(!heads.is_empty(), "no probe from the {source}");
+        for head in &heads {
+            for header in headers {
+                let (name, value) = header.split_once(": ").expect("a header");
+                let sent: Vec<&str> = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim())
+                    .collect();
+                assert_eq!(sent, [value], "{header:?} from the {source} in:\n{head}");
+            }
+        }
+    }
 }
 
 // --- counting: retries, success threshold, spacing ----------------------------------------
@@ -429,6 +447,8 @@ fn success_threshold_needs_consecutive_successes_to_recover() {
 #[test]
 fn probes_are_spaced_from_the_end_of_the_previous_one_and_never_overlap() {
     let app = App::http(Behaviour::Hang);
+    // Before keepwell starts, so before its first probe: a lower bound no load can break.
+    let started = Instant::now();
     let _kw = supervise(
         &app.url(),
         &[
@@ -442,15 +462,16 @@ fn probes_are_spaced_from_the_end_of_the_previous_one_and_never_overlap() {
             "ignore",
         ],
     );
-    wait_until(DEADLINE, "the first probe", || app.requests() >= 1);
-    let first = Instant::now();
     wait_until(DEADLINE, "five probes", || app.requests() >= 5);
-    let took = first.elapsed();
-    // Each hung probe takes the 300ms timeout, then 200ms of interval: 4 × 500ms at least.
+    let took = started.elapsed();
+    // Each hung probe takes the 300ms timeout, then 200ms of interval: the fifth starts 4 ×
+    // 500ms after the first at the earliest.
     assert!(
-        took >= Duration::from_millis(1900),
+        took >= Duration::from_millis(2000),
         "5 probes in {took:?}: probes overlap or the interval runs from their start"
     );
+    // And no probe connected while the one before it was still open.
+    assert_eq!(app.overlapping(), 0, "probes overlapped");
 }
 
 // --- start period ------------------------------------------------------------------------
@@ -480,6 +501,63 @@ fn a_slow_boot_inside_the_start_period_counts_no_failure() {
     // After the start period ended with that success, one failure counts at once.
     app.set(Behaviour::Status(503));
     assert_eq!(kw.wait_exit(DEADLINE), 3, "{}", kw.stderr());
+}
+
+#[test]
+fn a_start_period_that_runs_out_with_failures_turns_unhealthy_only_then() {
+    // The app never listens. Inside the 2 s start period failures do not count, however many
+    // there are; once it runs out, --health-retries failures make the app unhealthy.
+    let port = free_port();
+    let listen = free_port();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let start_period = Duration::from_secs(2);
+    let started = Instant::now();
+    let kw = supervise(
+        &url,
+        &[
+            "--health-start-period",
+            "2s",
+            "--health-retries",
+            "2",
+            "--on-unhealthy",
+            "ignore",
+            "--listen",
+            &listen_arg,
+        ],
+    );
+    let status = || common::switch_app::status_json(common::http::loopback(listen));
+    wait_until(DEADLINE, "--listen", || {
+        common::http::status(common::http::loopback(listen), "/status") == 200
+    });
+    wait_until(
+        DEADLINE,
+        "more failures than --health-retries, still starting",
+        || {
+            let status = status();
+            if status["state"] != "starting" {
+                panic!(
+                    "unhealthy with only {} failed probes: {status}",
+                    status["probes_failed"]
+                );
+            }
+            status["probes_failed"].as_u64().is_some_and(|n| n > 2)
+        },
+    );
+    let log = kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
+    // A lower bound: no load can make it come early.
+    assert!(
+        started.elapsed() >= start_period,
+        "unhealthy {:?} after start, inside the 2 s start period",
+        started.elapsed()
+    );
+    assert!(
+        line_with(&log, TO_UNHEALTHY_FROM_STARTING)
+            .contains(&format!("connection refused to 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(!log.contains(TO_HEALTHY), "{log}");
+    assert_eq!(status()["state"], "unhealthy");
 }
 
 #[test]
@@ -588,13 +666,13 @@ fn a_signal_reaches_the_child_promptly_while_a_probe_hangs() {
     let out = dir.path().join("signals");
     let out_str = out.to_string_lossy().to_string();
     let script = support("echo_signals.py");
-    let all = args(
+    let mut kw = supervising(
         &app.url(),
         &["--health-timeout", "30s"],
         &["python3", &script, &out_str],
-    );
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let mut kw = keepwell(&refs).env("EXIT_ON", "TERM").start();
+    )
+    .env("EXIT_ON", "TERM")
+    .start();
     wait_until(DEADLINE, "the echo child to be ready", || {
         read(&out).contains("ready")
     });
@@ -624,15 +702,10 @@ fn a_signal_reaches_the_child_promptly_while_a_probe_hangs() {
 #[test]
 fn the_child_exiting_is_seen_at_once_while_a_probe_hangs() {
     let app = App::http(Behaviour::Hang);
-    let mut kw = keepwell(
-        &args(
-            &app.url(),
-            &["--health-timeout", "30s"],
-            &["sh", "-c", "sleep 1; exit 5"],
-        )
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
+    let mut kw = supervising(
+        &app.url(),
+        &["--health-timeout", "30s"],
+        &["sh", "-c", "sleep 1; exit 5"],
     )
     .start();
     wait_until(DEADLINE, "a probe in flight", || app.requests() >= 1);
@@ -696,298 +769,4 @@ fn on_unhealthy_ignore_keeps_the_child_and_goes_on_probing() {
     app.set(Behaviour::Status(200));
     kw.wait_log(DEADLINE, "health changed: unhealthy → healthy");
     assert_eq!(kw.child(), Some(child));
-}
-
-#[test]
-fn a_crash_loop_gives_up_after_max_restarts_with_code_4() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}/health");
-    let mut kw = supervise(
-        &url,
-        &[
-            "--health-start-period",
-            "0",
-            "--health-retries",
-            "1",
-            "--max-restarts",
-            "1",
-        ],
-    );
-    let first = kw.wait_child(DEADLINE);
-    assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
-    assert!(!is_alive(first));
-    let log = kw.stderr();
-    assert_eq!(count(&log, "child started"), 2, "{log}");
-    assert_eq!(count(&log, TO_UNHEALTHY_FROM_STARTING), 2, "{log}");
-    assert!(
-        log.contains("restarting in 1s because the app stayed unhealthy"),
-        "{log}"
-    );
-    assert!(
-        log.contains("giving up: 1 restart inside 5m already (--max-restarts)"),
-        "{log}"
-    );
-    assert!(
-        log.contains("exiting with code 4: too many restarts inside --restart-window"),
-        "{log}"
-    );
-}
-
-/// keepwell with a child that exits by itself; no health URL.
-fn exiting_child(restart: &str, command: &str) -> Keepwell {
-    keepwell(&[
-        "--restart",
-        restart,
-        "--max-restarts",
-        "2",
-        "--grace",
-        "1s",
-        "--",
-        "sh",
-        "-c",
-        command,
-    ])
-    .start()
-}
-
-#[test]
-fn restart_on_failure_restarts_a_failing_child_with_backoff() {
-    let mut kw = exiting_child("on-failure", "exit 3");
-    assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
-    let log = kw.stderr();
-    assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 3");
-    let second = log.find("restarting in 2s because the child exited with code 3");
-    assert!(
-        matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
-    );
-    assert!(log.contains("giving up: 2 restarts inside"), "{log}");
-}
-
-#[test]
-fn restart_on_failure_lets_a_clean_exit_end_keepwell() {
-    let mut kw = exiting_child("on-failure", "exit 0");
-    assert_eq!(kw.wait_exit(DEADLINE), 0, "{}", kw.stderr());
-    let log = kw.stderr();
-    assert_eq!(count(&log, "child started"), 1, "{log}");
-    assert!(!log.contains("restarting"), "{log}");
-}
-
-#[test]
-fn restart_always_restarts_even_a_clean_exit_with_backoff() {
-    let mut kw = exiting_child("always", "exit 0");
-    assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
-    let log = kw.stderr();
-    assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 0");
-    let second = log.find("restarting in 2s because the child exited with code 0");
-    assert!(
-        matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
-    );
-}
-
-#[test]
-fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
-    // Each restart is more than the 1s window after the one before: never "too many", and the
-    // backoff never doubles.
-    let mut kw = keepwell(&[
-        "--restart",
-        "always",
-        "--max-restarts",
-        "1",
-        "--restart-window",
-        "1s",
-        "--grace",
-        "1s",
-        "--",
-        "sh",
-        "-c",
-        "sleep 0.2; exit 1",
-    ])
-    .start();
-    wait_until(DEADLINE, "three restarts", || {
-        count(
-            &kw.stderr(),
-            "restarting in 1s because the child exited with code 1",
-        ) >= 3
-    });
-    let log = kw.stderr();
-    assert!(!log.contains("restarting in 2s"), "{log}");
-    assert!(!log.contains("giving up"), "{log}");
-    kw.signal(Signal::SIGTERM);
-    let code = kw.wait_exit(DEADLINE);
-    assert!(code == 0 || code == 128 + 15, "{code}: {}", kw.stderr());
-}
-
-#[test]
-fn an_unhealthy_child_that_ignores_the_stop_signal_is_killed_after_grace_and_replaced() {
-    let app = App::http(Behaviour::Status(500));
-    let kw = keepwell(
-        &args(
-            &app.url(),
-            &["--health-start-period", "0", "--health-retries", "1"],
-            // TERM ignored by the shell and, inherited, by its sleep.
-            &["sh", "-c", "trap '' TERM; sleep 1000"],
-        )
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    )
-    .start();
-    let first = kw.wait_child(DEADLINE);
-    let log = kw.wait_log(DEADLINE, "the grace period ran out");
-    assert!(log.contains(TO_UNHEALTHY_FROM_STARTING), "{log}");
-    wait_for(DEADLINE, "a new child", || {
-        kw.child().filter(|&pid| pid != first)
-    });
-    assert!(!is_alive(first));
-}
-
-#[test]
-fn restart_no_exits_with_the_childs_code() {
-    let mut kw = exiting_child("no", "exit 7");
-    assert_eq!(kw.wait_exit(DEADLINE), 7, "{}", kw.stderr());
-    assert_eq!(count(&kw.stderr(), "child started"), 1);
-}
-
-// --- bad configuration ---------------------------------------------------------------------
-
-/// Flags, environment, and the exact line keepwell must print.
-type BadConfig = (
-    &'static [&'static str],
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
-
-#[test]
-fn bad_health_configuration_exits_2_with_one_line_and_starts_nothing() {
-    let cases: &[BadConfig] = &[
-        (
-            &["--health-url", "ftp://127.0.0.1/health"],
-            &[],
-            "keepwell: --health-url \"ftp://127.0.0.1/health\" is not valid: expected \
-             http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or \
-             grpc://HOST:PORT[/SERVICE]",
-        ),
-        (
-            &["--health-url", "https://127.0.0.1/health"],
-            &[],
-            "keepwell: --health-url \"https://127.0.0.1/health\" is not valid: https is not \
-             supported: probe the app inside its container over plain http://HOST:PORT/PATH",
-        ),
-        (
-            &["--health-url", "tcp://127.0.0.1"],
-            &[],
-            "keepwell: --health-url \"tcp://127.0.0.1\" is not valid: the port is missing; \
-             expected tcp://HOST:PORT",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-retries",
-                "0",
-            ],
-            &[],
-            "keepwell: --health-retries \"0\" is not valid: expected a whole number of at least 1",
-        ),
-        (
-            &["--health-url", "http://127.0.0.1:1/"],
-            &[("KEEPWELL_HEALTH_RETRIES", "0")],
-            "keepwell: KEEPWELL_HEALTH_RETRIES \"0\" is not valid: expected a whole number of \
-             at least 1",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-status",
-                "300-200",
-            ],
-            &[],
-            "keepwell: --health-status \"300-200\" is not valid: expected status codes or ranges \
-             from 100 to 599, such as 200-299,304",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-status",
-                "2xx",
-            ],
-            &[],
-            "keepwell: --health-status \"2xx\" is not valid: expected status codes or ranges \
-             from 100 to 599, such as 200-299,304",
-        ),
-        (
-            &["--on-unhealthy", "reboot"],
-            &[],
-            "keepwell: --on-unhealthy \"reboot\" is not valid: expected restart, exit or ignore",
-        ),
-        (
-            &[],
-            &[("KEEPWELL_ON_UNHEALTHY", "reboot")],
-            "keepwell: KEEPWELL_ON_UNHEALTHY \"reboot\" is not valid: expected restart, exit or \
-             ignore",
-        ),
-        (
-            &["--restart", "sometimes"],
-            &[],
-            "keepwell: --restart \"sometimes\" is not valid: expected no, on-failure or always",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-timeout",
-                "0",
-            ],
-            &[],
-            "keepwell: --health-timeout \"0\" is not valid: expected a duration above zero, \
-             such as 1s",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-interval",
-                "10x",
-            ],
-            &[],
-            "keepwell: --health-interval \"10x\" is not valid: expected a duration such as \
-             500ms, 10s, 2m or 1h",
-        ),
-        (
-            &[
-                "--health-url",
-                "http://127.0.0.1:1/",
-                "--health-header",
-                "no colon",
-            ],
-            &[],
-            "keepwell: --health-header \"no colon\" is not valid: expected 'Name: value', such \
-             as 'Host: example.com'",
-        ),
-    ];
-    let dir = tempfile::tempdir().expect("dir");
-    let marker = dir.path().join("started");
-    let touch = format!("touch {}", marker.display());
-    for (flags, env, expected) in cases {
-        let mut command = std::process::Command::new(KEEPWELL);
-        command
-            .args(*flags)
-            .args(["--", "sh", "-c", &touch])
-            .env_remove("KEEPWELL_HEALTH_URL");
-        for (key, value) in *env {
-            command.env(key, value);
-        }
-        let output = command.output().expect("run keepwell");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{flags:?} {env:?}: {stderr}");
-        assert_eq!(stderr, format!("{expected}\n"), "{flags:?} {env:?}");
-        assert!(output.stdout.is_empty(), "{flags:?}");
-        assert!(!marker.exists(), "{flags:?} {env:?} started the child");
-    }
 }

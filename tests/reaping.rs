@@ -10,14 +10,24 @@ use common::*;
 const ORPHANS: usize = 300;
 
 /// A child that double-forks ORPHANS sleepers (their parent subshell exits at once, so each
-/// sleeper is orphaned and re-parented), writes their pids, then waits for a file to appear.
+/// sleeper is orphaned and re-parented), says so, then waits for a file to appear.
 fn orphan_maker(dir: &std::path::Path) -> String {
     format!(
-        "for i in $(seq {ORPHANS}); do (sleep 1.5 & echo $! >> {pids}); done; echo spawned; \
+        "for i in $(seq {ORPHANS}); do (sleep 1000 &); done; echo spawned; \
          while [ ! -e {done} ]; do sleep 0.05; done",
-        pids = dir.join("pids").display(),
         done = dir.join("done").display()
     )
+}
+
+/// The parent pid of a process, from /proc/PID/stat.
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn hundreds_of_orphans_are_adopted_and_reaped(pid1: bool) {
@@ -28,41 +38,37 @@ fn hundreds_of_orphans_are_adopted_and_reaped(pid1: bool) {
         launch = launch.pid1();
     }
     let mut kw = launch.start();
+    let main_child = kw.wait_child(Duration::from_secs(10));
     wait_until(Duration::from_secs(30), "the orphans to be spawned", || {
         kw.stdout().contains("spawned")
     });
-    // The sleepers' pids are namespace pids in PID 1 mode; look at keepwell's children instead.
-    let adopted = children_of(kw.pid)
-        .into_iter()
-        .filter(|&pid| Some(pid) != kw.child())
-        .count();
-    let main_child = kw.child().expect("main child");
-    let alive_orphans = children_of(kw.pid).len() - 1;
-    assert!(
-        adopted >= ORPHANS / 2 && alive_orphans >= ORPHANS / 2,
-        "orphans should be children of keepwell ({}) now: {adopted} adopted",
-        kw.pid
+    // Every sleeper is keepwell's child now (the sleepers sleep until the test kills them, so
+    // a loaded machine cannot make them leave before they are counted).
+    let orphans = wait_for(
+        Duration::from_secs(30),
+        "every orphan adopted by keepwell",
+        || {
+            let adopted: Vec<i32> = children_of(kw.pid)
+                .into_iter()
+                .filter(|&pid| pid != main_child)
+                .collect();
+            (adopted.len() == ORPHANS).then_some(adopted)
+        },
     );
-    for pid in children_of(kw.pid).into_iter().filter(|&p| p != main_child) {
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string))
-            })
-            .flatten();
-        if let Some(ppid) = ppid {
-            assert_eq!(ppid, kw.pid.to_string(), "orphan {pid}'s parent");
-        }
+    for &pid in &orphans {
+        assert_eq!(ppid(pid), Some(kw.pid), "orphan {pid}'s parent");
     }
-    // Once they exit, none may linger as a zombie.
+    // Once they die, none may linger as a zombie.
+    for &pid in &orphans {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
     wait_until(
         Duration::from_secs(20),
         "every orphan reaped, no zombie left",
-        || {
-            let children = children_of(kw.pid);
-            children.len() == 1 && children.iter().all(|&pid| proc_state(pid) != Some('Z'))
-        },
+        || children_of(kw.pid) == [main_child] && proc_state(main_child) != Some('Z'),
     );
     std::fs::write(dir.path().join("done"), "").expect("done file");
     assert_eq!(kw.wait_exit(Duration::from_secs(10)), 0, "{}", kw.stderr());

@@ -4,16 +4,25 @@
 
 mod common;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn echo_child(extra: &[&str], pid1: bool, exit_on: &str) -> (Keepwell, std::path::PathBuf) {
-    let out_dir = tempfile::tempdir().expect("dir").keep();
-    let out = out_dir.join("signals");
+/// keepwell supervising tests/support/echo_signals.py, once the child is ready; the folder
+/// holds the file the child writes each signal to.
+struct Echo {
+    kw: Keepwell,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn echo_child(extra: &[&str], pid1: bool, exit_on: &str) -> Echo {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("signals");
     let script = support("echo_signals.py");
     let mut args: Vec<&str> = extra.to_vec();
     let out_str = out.to_string_lossy().to_string();
@@ -26,7 +35,7 @@ fn echo_child(extra: &[&str], pid1: bool, exit_on: &str) -> (Keepwell, std::path
     wait_until(DEADLINE, "the echo child to be ready", || {
         read(&out).contains("ready")
     });
-    (kw, out)
+    Echo { kw, out, _dir: dir }
 }
 
 /// Every catchable standard signal except CHLD, and the three that start a stop (sent last).
@@ -63,7 +72,7 @@ fn short(signal: Signal) -> String {
 }
 
 fn every_catchable_signal_reaches_the_child_in_order(pid1: bool) {
-    let (mut kw, out) = echo_child(&[], pid1, "TERM");
+    let Echo { mut kw, out, _dir } = echo_child(&[], pid1, "TERM");
     let mut expected = Vec::new();
     for &signal in FORWARDED {
         kw.signal(signal);
@@ -90,12 +99,13 @@ fn every_catchable_signal_reaches_the_child_in_order_as_subreaper() {
 
 #[test]
 fn int_and_quit_stop_the_child_with_the_signal_that_came_not_the_stop_signal() {
+    // SPEC: --stop-signal is for stops keepwell decides itself; a stop from outside forwards
+    // the signal that came (QUIT and INT are gunicorn's quick shutdown, TERM its graceful one).
     for (received, pid1) in [(Signal::SIGINT, true), (Signal::SIGQUIT, false)] {
-        // --stop-signal is for stops keepwell decides itself; a stop from outside is forwarded.
-        let (mut kw, out) = echo_child(&["--stop-signal", "USR2"], pid1, "INT,QUIT");
+        let Echo { mut kw, out, _dir } =
+            echo_child(&["--stop-signal", "USR2"], pid1, "INT,QUIT,USR2");
         kw.signal(received);
         assert_eq!(kw.wait_exit(DEADLINE), 0, "{}", kw.stderr());
-        // SIGCONT follows every stop signal; the child may be gone before it sees it.
         assert_eq!(echoed_through_stop(&out), vec![short(received)]);
     }
 }
@@ -103,7 +113,7 @@ fn int_and_quit_stop_the_child_with_the_signal_that_came_not_the_stop_signal() {
 #[test]
 fn rewrite_changes_forwarded_and_stop_signals() {
     for pid1 in [true, false] {
-        let (mut kw, out) = echo_child(
+        let Echo { mut kw, out, _dir } = echo_child(
             &["--rewrite", "USR1:HUP", "--rewrite", "TERM:QUIT"],
             pid1,
             "QUIT",
@@ -138,16 +148,17 @@ fn rewrite_list_from_the_environment() {
     assert_eq!(kw.wait_exit(DEADLINE), 0);
 }
 
-fn kw_wait(out: &std::path::Path, expected: &[&str]) {
+fn kw_wait(out: &Path, expected: &[&str]) {
     wait_until(DEADLINE, &format!("{expected:?} at the child"), || {
         echoed(out) == expected
     });
 }
 
-/// A shell that starts a grandchild in the same process group; both echo signals.
-fn group_child(extra: &[&str], pid1: bool) -> (Keepwell, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("dir").keep();
-    let (a, b) = (dir.join("a"), dir.join("b"));
+/// A shell that starts a grandchild in the same process group; both echo signals (to `a`, the
+/// child, and `b`, the grandchild, in the returned folder).
+fn group_child(extra: &[&str], pid1: bool) -> (Keepwell, tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let script = format!(
         "python3 {echo} {b} & exec python3 {echo} {a}",
         echo = support("echo_signals.py"),
@@ -164,13 +175,13 @@ fn group_child(extra: &[&str], pid1: bool) -> (Keepwell, std::path::PathBuf, std
     wait_until(DEADLINE, "both echo processes ready", || {
         read(&a).contains("ready") && read(&b).contains("ready")
     });
-    (kw, a, b)
+    (kw, dir, a, b)
 }
 
 #[test]
 fn signal_group_reaches_the_whole_process_group() {
     for pid1 in [true, false] {
-        let (kw, a, b) = group_child(&["--signal-group"], pid1);
+        let (kw, _dir, a, b) = group_child(&["--signal-group"], pid1);
         kw.signal(Signal::SIGUSR1);
         wait_until(DEADLINE, "USR1 at both", || {
             echoed(&a) == ["USR1"] && echoed(&b) == ["USR1"]
@@ -180,7 +191,7 @@ fn signal_group_reaches_the_whole_process_group() {
 
 #[test]
 fn without_signal_group_only_the_child_gets_the_signal() {
-    let (kw, a, b) = group_child(&[], false);
+    let (kw, _dir, a, b) = group_child(&[], false);
     kw.signal(Signal::SIGUSR1);
     kw.signal(Signal::SIGUSR2);
     wait_until(DEADLINE, "USR1 and USR2 at the child", || {
@@ -191,22 +202,23 @@ fn without_signal_group_only_the_child_gets_the_signal() {
 
 #[test]
 fn a_child_that_ignores_term_is_killed_after_grace() {
+    let grace = Duration::from_millis(1500);
     for pid1 in [true, false] {
-        let mut kw = keepwell(&[
-            "--grace",
-            "500ms",
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; echo up; while :; do sleep 0.05; done",
-        ]);
-        if pid1 {
-            kw = kw.pid1();
-        }
-        let mut kw = kw.start();
-        wait_until(DEADLINE, "child up", || kw.stdout().contains("up"));
+        // The echo child writes TERM down and goes on running: it needs SIGKILL.
+        let Echo { mut kw, out, _dir } = echo_child(&["--grace", "1500ms"], pid1, "");
+        let sent = Instant::now();
         kw.signal(Signal::SIGTERM);
         assert_eq!(kw.wait_exit(DEADLINE), 137, "{}", kw.stderr());
+        // keepwell's stop began after the test sent TERM and its exit follows the SIGKILL: a
+        // keepwell that cut the grace short could not take this long, and load cannot make
+        // a correct one faster.
+        let took = sent.elapsed();
+        assert!(
+            took >= grace,
+            "SIGKILL {took:?} after TERM was sent, inside the 1.5 s grace (pid1: {pid1})"
+        );
+        // SPEC: SIGCONT follows every stop signal, and this child lives to see it.
+        assert_eq!(echoed(&out), ["TERM", "CONT"], "the stop signal came first");
         assert!(
             kw.stderr().contains("the grace period ran out"),
             "{}",
@@ -241,23 +253,38 @@ fn a_second_term_during_grace_kills_at_once() {
 
 #[test]
 fn leftovers_in_the_group_are_cleaned_up_and_the_child_status_is_kept() {
+    let grace = Duration::from_secs(1);
     for pid1 in [true, false] {
         let dir = tempfile::tempdir().expect("dir");
         let pidfile = dir.path().join("leftover");
-        // The leftover ignores TERM, so it needs the SIGKILL after the grace period.
-        let ready = dir.path().join("ready");
+        // The leftover ignores TERM, so it needs the SIGKILL after the grace period. The child
+        // exits 7 once the test says go.
+        let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
         let script = format!(
             "sh -c 'trap \"\" TERM; touch {ready}; while :; do sleep 0.05; done' & \
-             while [ ! -e {ready} ]; do sleep 0.01; done; echo $! > {pids}; exit 7",
+             while [ ! -e {ready} ]; do sleep 0.01; done; echo $! > {pids}; \
+             while [ ! -e {go} ]; do sleep 0.01; done; exit 7",
             ready = ready.display(),
-            pids = pidfile.display()
+            pids = pidfile.display(),
+            go = go.display()
         );
-        let mut launch = keepwell(&["--grace", "300ms", "--", "sh", "-c", &script]);
+        let mut launch = keepwell(&["--grace", "1s", "--", "sh", "-c", &script]);
         if pid1 {
             launch = launch.pid1();
         }
         let mut kw = launch.start();
+        wait_until(DEADLINE, "the leftover's pid", || {
+            read(&pidfile).ends_with('\n')
+        });
+        // The stop of the leftovers begins after the child exits, which is after this.
+        let told = Instant::now();
+        std::fs::write(&go, "").expect("go");
         assert_eq!(kw.wait_exit(DEADLINE), 7, "{}", kw.stderr());
+        assert!(
+            told.elapsed() >= grace,
+            "the leftover was killed {:?} after the child was told to exit, inside the 1 s grace",
+            told.elapsed()
+        );
         let log = kw.stderr();
         assert!(
             log.contains("the grace period ran out"),
@@ -272,7 +299,7 @@ fn leftovers_in_the_group_are_cleaned_up_and_the_child_status_is_kept() {
 
 #[test]
 fn ttin_and_ttou_are_forwarded_not_dropped() {
-    let (mut kw, out) = echo_child(&[], true, "TERM");
+    let Echo { mut kw, out, _dir } = echo_child(&[], true, "TERM");
     kw.signal(Signal::SIGTTIN);
     kw_wait(&out, &["TTIN"]);
     kw.signal(Signal::SIGTTOU);
@@ -298,26 +325,18 @@ fn leftovers_that_obey_the_stop_signal_end_the_wait_without_the_grace() {
 
 #[test]
 fn realtime_signals_are_forwarded_too() {
-    let script = "import signal, sys, time\n\
-        signal.signal(signal.SIGRTMIN + 6, lambda n, f: (print('got', n, flush=True), sys.exit(0)))\n\
-        print('ready', flush=True)\n\
-        time.sleep(30)\n";
+    let rt = libc::SIGRTMIN() + 6;
     for pid1 in [true, false] {
-        let mut launch = keepwell(&["--", "python3", "-c", script]);
-        if pid1 {
-            launch = launch.pid1();
-        }
-        let mut kw = launch.start();
-        wait_until(DEADLINE, "ready", || kw.stdout().contains("ready"));
-        let rtmin = libc::SIGRTMIN();
-        nix::errno::Errno::result(unsafe { libc::kill(kw.pid, rtmin + 6) }).expect("kill");
+        let Echo { mut kw, out, _dir } = echo_child(&[], pid1, &rt.to_string());
+        kw.signal_number(rt);
         assert_eq!(kw.wait_exit(DEADLINE), 0, "{}", kw.stderr());
-        assert!(
-            kw.stdout().contains(&format!("got {}", rtmin + 6)),
-            "{}",
-            kw.stdout()
-        );
+        assert_eq!(echoed(&out), [rt.to_string()]);
     }
+}
+
+#[test]
+fn the_child_starts_with_no_signal_blocked_or_ignored() {
+    assert_clean_signal_state(Path::new(KEEPWELL));
 }
 
 #[test]
@@ -328,25 +347,23 @@ fn keepwells_own_sigpipe_is_not_forwarded() {
     let out = dir.path().join("signals");
     let (reader, writer) = nix::unistd::pipe().expect("pipe");
     drop(reader);
-    let mut kw = std::process::Command::new(KEEPWELL)
-        .args([
-            "--",
-            "python3",
-            &support("echo_signals.py"),
-            out.to_str().expect("utf-8"),
-        ])
-        .env("EXIT_ON", "TERM")
-        .stderr(std::process::Stdio::from(writer))
-        .spawn()
-        .expect("start keepwell");
+    let mut kw = keepwell_command(&[
+        "--",
+        "python3",
+        &support("echo_signals.py"),
+        out.to_str().expect("utf-8"),
+    ])
+    .env("EXIT_ON", "TERM")
+    .stderr(std::process::Stdio::from(writer))
+    .spawn()
+    .map(KillOnDrop)
+    .expect("start keepwell");
     wait_until(DEADLINE, "ready", || read(&out).contains("ready"));
     let pid = nix::unistd::Pid::from_raw(kw.id() as i32);
     nix::sys::signal::kill(pid, Signal::SIGUSR1).expect("USR1");
     kw_wait(&out, &["USR1"]);
     nix::sys::signal::kill(pid, Signal::SIGTERM).expect("TERM");
-    let status = wait_for(DEADLINE, "keepwell to exit", || {
-        kw.try_wait().expect("try_wait")
-    });
+    let status = wait_or_kill(&mut kw, DEADLINE, "keepwell to exit");
     assert_eq!(status.code(), Some(0));
     assert_eq!(echoed_through_stop(&out), ["USR1", "TERM"]);
 }

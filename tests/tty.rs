@@ -7,29 +7,40 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 
-/// The child says whether it owns the terminal's foreground, then waits for Ctrl-C. Its
-/// markers are built at run time so that keepwell's log of the command line never matches.
-const CHILD: &str = "import os, signal, sys, time\n\
-fg = os.tcgetpgrp(0) == os.getpgrp()\n\
-signal.signal(signal.SIGHUP, lambda *a: print('got-' + 'HUP', flush=True))\n\
-def on_int(*a):\n    print('got-' + 'INT', flush=True)\n    sys.exit(130)\n\
-signal.signal(signal.SIGINT, on_int)\n\
-print('terminal=' + ('fore' if fg else 'back'), flush=True)\n\
-time.sleep(30)\n";
+/// The child says whether it owns the terminal's foreground, then waits for Ctrl-C (INT),
+/// writing down a HUP should one come. Signals are blocked and waited for, output goes through
+/// os.write (tests/support/sigsafe.py). Its markers are built at run time so that keepwell's log
+/// of the command line never matches.
+fn child_script() -> String {
+    format!(
+        "import os, signal, sys\n\
+         sys.path.insert(0, {support:?})\n\
+         import sigsafe\n\
+         waited = sigsafe.block({{signal.SIGHUP, signal.SIGINT}})\n\
+         fg = os.tcgetpgrp(0) == os.getpgrp()\n\
+         sigsafe.say(1, 'terminal=' + ('fore' if fg else 'back') + '\\n')\n\
+         while True:\n\
+         \x20   got = sigsafe.wait(waited)\n\
+         \x20   sigsafe.say(1, 'got-' + sigsafe.name(got) + '\\n')\n\
+         \x20   if got == signal.SIGINT:\n\
+         \x20       sys.exit(130)\n",
+        support = support("")
+    )
+}
 
 #[test]
 fn the_child_owns_the_terminal_and_ctrl_c_reaches_it() {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let slave = pty.slave.as_raw_fd();
-    let mut command = Command::new(KEEPWELL);
+    let script = child_script();
+    let mut command = keepwell_command(&["--", "python3", "-c", &script]);
     command
-        .args(["--", "python3", "-c", CHILD])
         .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
         .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
         .stderr(Stdio::from(pty.slave.try_clone().expect("dup")));
@@ -43,7 +54,7 @@ fn the_child_owns_the_terminal_and_ctrl_c_reaches_it() {
             Ok(())
         });
     }
-    let mut keepwell = command.spawn().expect("start keepwell on a pty");
+    let mut keepwell = KillOnDrop(command.spawn().expect("start keepwell on a pty"));
     drop(pty.slave);
 
     let output = Arc::new(Mutex::new(String::new()));
@@ -75,10 +86,10 @@ fn the_child_owns_the_terminal_and_ctrl_c_reaches_it() {
     // Ctrl-C typed on the terminal: the line discipline sends INT to the foreground group.
     let mut writer = std::fs::File::from(master);
     writer.write_all(b"\x03").expect("type Ctrl-C");
-    let status = wait_for(
+    let status = wait_or_kill(
+        &mut keepwell,
         Duration::from_secs(10),
         "keepwell to exit after Ctrl-C",
-        || keepwell.try_wait().expect("try_wait"),
     );
     assert_eq!(status.code(), Some(130), "{}", seen());
     assert!(seen().contains("got-INT"), "{}", seen());

@@ -129,21 +129,21 @@ fn an_unknown_uid_gets_its_own_number_as_gid_never_root() {
 
 #[test]
 fn unknown_names_are_usage_errors_and_nothing_starts() {
-    let out = Command::new(KEEPWELL)
-        .args([
+    let out = run_keepwell(
+        &[
             "--user",
             "no-such-user-here",
             "--",
             "sh",
             "-c",
             "echo started",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty());
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stdout, "");
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        out.stderr,
         "keepwell: --user \"no-such-user-here\" is not valid: no user \"no-such-user-here\" in \
          /etc/passwd: create it in the image or give a numeric uid\n"
     );
@@ -151,7 +151,8 @@ fn unknown_names_are_usage_errors_and_nothing_starts() {
 
 #[test]
 fn a_non_root_keepwell_asked_for_another_user_exits_2() {
-    let out = Command::new("setpriv")
+    let mut command = Command::new("setpriv");
+    command
         .args([
             "--reuid",
             "65534",
@@ -160,21 +161,84 @@ fn a_non_root_keepwell_asked_for_another_user_exits_2() {
             "--clear-groups",
             KEEPWELL,
         ])
-        .args(["--user", "0", "--", "sh", "-c", "echo started"])
-        .output()
-        .expect("run setpriv");
+        .args(["--user", "0", "--", "sh", "-c", "echo started"]);
+    clear_keepwell_env(&mut command);
+    let out: Ran = run_with_deadline(&mut command, RUN_DEADLINE).into();
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.stdout, "", "nothing may start");
     assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout.is_empty(), "nothing may start");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
+        out.stderr,
         "keepwell: --user \"0\" is not valid: keepwell runs as uid 65534 gid 65534 and only root \
          can switch users: run keepwell as root, or drop --user and rely on the image's USER\n"
     );
+}
+
+/// A port below 1024 (where only root, or CAP_NET_BIND_SERVICE, may bind) that is free now.
+fn free_privileged_port() -> u16 {
+    let unprivileged_start: u16 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(1024);
+    assert!(
+        unprivileged_start > 900,
+        "net.ipv4.ip_unprivileged_port_start is {unprivileged_start}: any user may bind low \
+         ports here, so this test could not tell the order of bind and drop"
+    );
+    (900..unprivileged_start.min(1024))
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port from 900 to 1023")
+}
+
+#[test]
+fn listen_below_1024_is_bound_before_the_privileges_are_dropped() {
+    let port = free_privileged_port();
+    let listen = format!("127.0.0.1:{port}");
+    // The control: uid 65534 itself cannot bind there.
+    let mut control = Command::new("setpriv");
+    control
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "python3",
+            "-c",
+        ])
+        .arg(format!(
+            "import socket; socket.socket().bind(('127.0.0.1', {port}))"
+        ));
+    let control: Ran = run_with_deadline(&mut control, RUN_DEADLINE).into();
+    assert_ne!(control.code, 0, "nobody could bind {listen}: {control:?}");
+    assert!(control.stderr.contains("Permission denied"), "{control:?}");
+
+    let mut kw = keepwell(&[
+        "--user",
+        "65534:65534",
+        "--listen",
+        &listen,
+        "--",
+        "sleep",
+        "600",
+    ])
+    .pid1()
+    .start();
+    let addr = common::http::loopback(port);
+    wait_until(Duration::from_secs(10), "/livez on the low port", || {
+        common::http::status(addr, "/livez") == 200
+    });
+    assert_eq!(
+        status_field(kw.pid, "Uid").as_deref(),
+        Some("65534\t65534\t65534\t65534"),
+        "keepwell dropped its own root after binding"
+    );
+    assert_eq!(
+        status_field(kw.pid, "CapEff").as_deref(),
+        Some("0000000000000000")
+    );
+    kw.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(kw.wait_exit(Duration::from_secs(10)), 143);
 }
 
 #[test]

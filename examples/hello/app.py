@@ -5,8 +5,12 @@
 /        a page
 /health  200 "ok" (point --health-url here)
 
-SIGTERM (what keepwell sends to stop it) shuts the server down gracefully: in-flight
-requests finish, the listening socket closes, and the process exits 0.
+SIGTERM (what keepwell sends to stop it) or SIGINT (Ctrl-C) shuts the server down
+gracefully: in-flight requests finish, the listening socket closes, and the process exits 0.
+
+The stop signals are blocked and waited for (signal.sigwaitinfo) by the main thread, not
+handled: a Python signal handler runs in the middle of whatever the main thread is doing, and
+one that writes to stderr while the main thread writes there too raises "reentrant call".
 """
 
 import os
@@ -49,21 +53,25 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     port = int(os.environ.get("PORT", "8000"))
+    # Before any thread starts, so that every thread inherits the mask: a stop signal then
+    # waits in the kernel until the main thread takes it below.
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     # Finish in-flight requests before exiting instead of dropping them.
     server.daemon_threads = False
     server.block_on_close = True
-
-    def stop(signum, _frame):
-        sys.stderr.write("hello: %s received, shutting down\n" % signal.Signals(signum).name)
-        # shutdown() waits for serve_forever() to return, so it must not run on that thread.
-        threading.Thread(target=server.shutdown).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    serving = threading.Thread(target=server.serve_forever, name="serve")
+    serving.start()
     sys.stderr.write("hello: listening on port %d\n" % port)
     sys.stderr.flush()
-    server.serve_forever()
+
+    received = signal.sigwaitinfo(stops).si_signo
+    sys.stderr.write("hello: %s received, shutting down\n" % signal.Signals(received).name)
+    # Stops serve_forever on its thread and waits for it; server_close joins the requests.
+    server.shutdown()
+    serving.join()
     server.server_close()
     sys.stderr.write("hello: stopped\n")
     return 0

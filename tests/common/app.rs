@@ -41,6 +41,10 @@ struct Shared {
     body: Mutex<String>,
     requests: AtomicUsize,
     hosts: Mutex<Vec<String>>,
+    heads: Mutex<Vec<String>>,
+    /// TCP connections accepted so far, to tell whether one was still open at the next accept.
+    accepted: Mutex<Vec<std::sync::Weak<TcpStream>>>,
+    overlapping: AtomicUsize,
     stop: AtomicBool,
     handlers: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -67,6 +71,31 @@ impl Conn for TcpStream {
     fn set_timeouts(&self, read: Duration, write: Duration) -> std::io::Result<()> {
         self.set_read_timeout(Some(read))?;
         self.set_write_timeout(Some(write))
+    }
+}
+
+/// A TCP connection whose handler owns the only strong reference (see `note_overlap`).
+struct SharedTcp(Arc<TcpStream>);
+
+impl Read for SharedTcp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SharedTcp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl Conn for SharedTcp {
+    fn set_timeouts(&self, read: Duration, write: Duration) -> std::io::Result<()> {
+        self.0.set_timeouts(read, write)
     }
 }
 
@@ -176,6 +205,17 @@ impl App {
     pub fn hosts(&self) -> Vec<String> {
         self.shared.hosts.lock().expect("hosts lock").clone()
     }
+
+    /// TCP connections that arrived while an earlier one was still established: probes that
+    /// overlapped.
+    pub fn overlapping(&self) -> usize {
+        self.shared.overlapping.load(Ordering::SeqCst)
+    }
+
+    /// The head (request line and headers, as sent) of every request so far, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.shared.heads.lock().expect("heads lock").clone()
+    }
 }
 
 fn spawn_tcp(
@@ -206,7 +246,9 @@ fn spawn_tcp(
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).expect("blocking stream");
-                    shared.handle(stream);
+                    let stream = Arc::new(stream);
+                    shared.note_overlap(&stream);
+                    shared.handle(SharedTcp(stream));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(5))
@@ -224,9 +266,28 @@ impl Shared {
             body: Mutex::new("ok".to_string()),
             requests: AtomicUsize::new(0),
             hosts: Mutex::new(Vec::new()),
+            heads: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+            overlapping: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             handlers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether an earlier connection was still established when this one was accepted, as
+    /// the kernel sees it (TCP_INFO): not what a handler thread noticed, which load can delay.
+    /// Only weak references are kept: the handler's drop still closes its connection.
+    fn note_overlap(&self, stream: &Arc<TcpStream>) {
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        accepted.retain(|earlier| {
+            earlier
+                .upgrade()
+                .is_some_and(|earlier| tcp_state(&earlier) == Some(TCP_ESTABLISHED))
+        });
+        if !accepted.is_empty() {
+            self.overlapping.fetch_add(1, Ordering::SeqCst);
+        }
+        accepted.push(Arc::downgrade(stream));
     }
 
     fn handle<S: Conn>(self: &Arc<Self>, stream: S) {
@@ -271,6 +332,7 @@ impl Shared {
             })
             .unwrap_or_default();
         self.hosts.lock().expect("hosts lock").push(host.clone());
+        self.heads.lock().expect("heads lock").push(head.clone());
         let number = self.requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = self.behaviour.lock().expect("behaviour lock").clone();
         let body = self.body.lock().expect("body lock").clone();
@@ -330,6 +392,27 @@ impl Shared {
     }
 }
 
+/// The kernel's TCP state number for an established connection (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The TCP state of a connection (TCP_INFO's tcpi_state), None when it cannot be read.
+fn tcp_state(stream: &TcpStream) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let done = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        );
+        (done == 0).then_some(info.tcpi_state)
+    }
+}
+
 fn answer<S: Write>(stream: &mut S, code: u16, body: &str) {
     let reason = match code {
         200 => "OK",
@@ -370,16 +453,45 @@ impl Drop for App {
 }
 
 /// A plain GET against 127.0.0.1:`port`: the status code and body, None when nothing answers.
+/// Shorthand for [`super::http::get`], the one HTTP client of the tests.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())?;
-    Some((code, body))
+    let response = super::http::get(super::http::loopback(port), path).ok()?;
+    Some((response.status, response.text()))
+}
+
+/// Fast health timing for tests that supervise against an in-test app, unless a test names the
+/// flag itself.
+pub const FAST: &[(&str, &str)] = &[
+    ("--health-interval", "200ms"),
+    ("--health-start-interval", "100ms"),
+    ("--health-timeout", "300ms"),
+    ("--grace", "1s"),
+];
+
+/// The arguments for supervising `command` with `url` probed: [`FAST`] timing, then `extra`
+/// (whose flags replace FAST's).
+pub fn supervise_args(url: &str, extra: &[&str], command: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for (flag, value) in FAST {
+        if !extra.contains(flag) {
+            all.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    all.extend(["--health-url".to_string(), url.to_string()]);
+    all.extend(extra.iter().map(|s| s.to_string()));
+    all.push("--".into());
+    all.extend(command.iter().map(|s| s.to_string()));
+    all
+}
+
+/// keepwell supervising `command` with `url` probed (see [`supervise_args`]), not yet started.
+pub fn supervising(url: &str, extra: &[&str], command: &[&str]) -> super::Launch {
+    let all = supervise_args(url, extra, command);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    super::keepwell(&refs)
+}
+
+/// keepwell supervising `sleep 1000` while the in-test app stands in for the app.
+pub fn supervise(url: &str, extra: &[&str]) -> super::Keepwell {
+    supervising(url, extra, &["sleep", "1000"]).start()
 }

@@ -36,6 +36,11 @@ fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// 127.0.0.1:`port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Connect with [`TIMEOUT`] on connect, reads and writes.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
@@ -62,6 +67,35 @@ pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
 /// The status of a GET, or 0 when there was no HTTP answer at all (refused, closed, timed out).
 pub fn status(addr: SocketAddr, path: &str) -> u16 {
     get(addr, path).map(|r| r.status).unwrap_or(0)
+}
+
+/// Send `bytes` as they are, shut down the write side (so the server ends the connection after
+/// its answer instead of keeping it), and read until the server closes: everything it
+/// answered, perhaps nothing. A reset counts as a close. Panics when the server neither closes
+/// nor finishes within [`TIMEOUT`]: a read that timed out is no answer, and must never pass for
+/// an empty one.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut stream = connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream
+        .write_all(bytes)
+        .unwrap_or_else(|e| panic!("send to {addr}: {e}"));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return answer,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return answer,
+            Err(e) => panic!(
+                "{addr} neither answered {:?} in full nor closed the connection within \
+                 {TIMEOUT:?} ({e}); it sent {:?}",
+                String::from_utf8_lossy(bytes),
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
 }
 
 /// A keep-alive connection: many requests, one after another, on one socket.

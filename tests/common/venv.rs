@@ -1,12 +1,15 @@
 //! The virtualenv with real gunicorn and Flask from PyPI that the end-to-end tests run.
 //!
 //! `health_venv()` is a second one, made the same way from tests/support/health-requirements.txt
-//! at `$TMPDIR/keepwell-e2e/health-venv`.
+//! (`health-venv` beside `e2e-venv`): Celery with Redis and grpcio for the health-kind tests.
 //!
-//! Created once at `$TMPDIR/keepwell-e2e/e2e-venv` and shared by every test process (nextest runs each test
-//! in a process of its own): an exclusive `flock` on `e2e-venv.lock` beside it makes one process
-//! build it while the others wait. A marker file holds a hash of the pinned requirements and of
-//! the interpreter, so a later run reuses the venv and a change to either rebuilds it.
+//! Created once at `$TMPDIR/keepwell-e2e/<hash>/e2e-venv` and shared by every test process
+//! (nextest runs each test in a process of its own): an exclusive `flock` on `e2e-venv.lock`
+//! beside it makes one process build it while the others wait. The hash is of the pinned
+//! requirements and of the interpreter: a later run with the same ones reuses the venv, a
+//! change to either makes a new one beside it, and two checkouts with different pins never
+//! rebuild each other's venv while the other's tests run in it. A marker file, written last,
+//! says the venv is complete.
 //!
 //! The venv cannot be built elsewhere and renamed into place: pip writes its absolute path
 //! into the shebang of `bin/gunicorn`.
@@ -23,7 +26,7 @@ use nix::fcntl::{Flock, FlockArg};
 /// The pinned requirements, relative to the crate root.
 const REQUIREMENTS: &str = "tests/support/e2e-requirements.txt";
 /// The second venv's: Celery with Redis, grpcio with its health service (tests/celery.rs,
-/// tests/grpc.rs, tests/bench/health_kinds.sh).
+/// tests/grpc.rs).
 const HEALTH_REQUIREMENTS: &str = "tests/support/health-requirements.txt";
 
 /// The interpreter the venv is built from. A system Python is preferred: a venv links back to
@@ -48,10 +51,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// pip on a slow mirror, on a loaded machine, may take minutes; never forever.
+const PIP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
+
 fn run(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    let output = super::run_with_deadline(command, PIP_DEADLINE);
     if !output.status.success() {
         panic!(
             "{what} failed ({}): {command:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -77,24 +81,25 @@ fn venv_from(requirements: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Under the temp dir, not target/: the --user test runs gunicorn as nobody, which must be
     // able to reach the venv wherever the repository was cloned (a clone under /root is not).
-    let target = std::env::temp_dir().join("keepwell-e2e");
-    fs::create_dir_all(&target).expect("create the e2e venv's folder");
-    let _ = fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    let venv = target.join(name);
-    let marker = venv.join(".keepwell-requirements-hash");
-
     let shown = requirements;
     let requirements = root.join(requirements);
     let pins = fs::read(&requirements).unwrap_or_else(|e| panic!("read {shown}: {e}"));
     let python = base_python();
-    let version = Command::new(&python)
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} to build the e2e venv: {e}"));
+    let version =
+        super::run_with_deadline(Command::new(&python).arg("--version"), super::RUN_DEADLINE);
     let mut identity = pins.clone();
     identity.extend_from_slice(python.as_bytes());
     identity.extend_from_slice(&version.stdout);
     let hash = format!("{:016x}\n", fnv1a(&identity));
+
+    let parent = std::env::temp_dir().join("keepwell-e2e");
+    let target = parent.join(hash.trim());
+    fs::create_dir_all(&target).expect("create the e2e venv's folder");
+    for dir in [&parent, &target] {
+        let _ = fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let venv = target.join(name);
+    let marker = venv.join(".keepwell-requirements-hash");
 
     let lock_file =
         fs::File::create(target.join(format!("{name}.lock"))).expect("create the lock file");

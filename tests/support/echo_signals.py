@@ -1,31 +1,36 @@
 """A child that writes the name of every signal it receives, one per line, to argv[1].
 
-It handles every catchable standard signal (1-31 but KILL, STOP, CHLD), announces "ready"
-once its handlers are in place, and with EXIT_ON=TERM (a comma list) exits 0 after writing
-that signal's name, like a graceful server would.
+usage: echo_signals.py OUT      (OUT "-" is stdout)
+
+It waits for every catchable signal (1-31 but KILL, STOP and CHLD, and the real-time ones, by
+number: "40"), announces "ready <pid>" once they are blocked, and then writes each signal as it
+arrives. With EXIT_ON=TERM (a comma list of names or numbers) it exits 0 after writing that
+signal, like a graceful server would. With IGNORE=40 (a comma list) those signals are ignored
+instead: they are discarded by the kernel and never written.
+
+Signals are blocked and taken with sigwaitinfo (tests/support/sigsafe.py), never handled: a
+signal that arrives while a line is written waits its turn instead of crashing the helper.
 """
 import os
 import signal
 import sys
 
-out = open(sys.argv[1], "a", buffering=1)
-exit_on = {name for name in os.environ.get("EXIT_ON", "").split(",") if name}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sigsafe  # noqa: E402
 
 
-def handler(signum, _frame):
-    name = signal.Signals(signum).name.removeprefix("SIG")
-    out.write(name + "\n")
-    if name in exit_on:
-        sys.exit(0)
+def listed(variable):
+    return {sigsafe.number(word) for word in os.environ.get(variable, "").split(",") if word}
 
 
-for number in range(1, 32):
-    if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-        continue
-    try:
-        signal.signal(number, handler)
-    except (OSError, ValueError):
-        pass
-out.write(f"ready {os.getpid()}\n")
+out = sigsafe.open_out(sys.argv[1])
+exit_on, ignored = listed("EXIT_ON"), listed("IGNORE")
+for number in ignored:
+    signal.signal(number, signal.SIG_IGN)
+waited = sigsafe.block(sigsafe.catchable() - ignored)
+sigsafe.say(out, f"ready {os.getpid()}\n")
 while True:
-    signal.pause()
+    number = sigsafe.wait(waited)
+    sigsafe.say(out, sigsafe.name(number) + "\n")
+    if number in exit_on:
+        sys.exit(0)

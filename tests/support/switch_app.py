@@ -5,26 +5,26 @@ usage: switch_app.py PORT HEALTH_FILE EVENTS_FILE
 - GET /health answers 200 while HEALTH_FILE exists and 500 otherwise; any other path 200 "app".
 - With BIND_WHEN=PATH in the environment it waits until PATH exists before it listens on
   127.0.0.1:PORT, like an app that is still booting (its health URL refuses connections).
-- It appends "listening <pid>" to EVENTS_FILE once it serves, and "TERM <unix time>" when it
-  gets SIGTERM, then exits 0 like a graceful server.
+- It appends "listening <pid>" to EVENTS_FILE once it serves, and "<SIGNAL> <unix time>" (TERM,
+  INT or QUIT) when one of those arrives, then exits 0 like a graceful server.
+
+The stop signals are blocked before any thread starts (so the server's threads inherit the
+mask) and taken by the main thread with sigwaitinfo; events are written with os.write
+(tests/support/sigsafe.py says why).
 """
 import http.server
 import os
 import signal
 import sys
+import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sigsafe  # noqa: E402
+
 port, health_file, events_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-events = open(events_file, "a", buffering=1)
-
-
-def on_term(_signum, _frame):
-    events.write(f"TERM {time.time():.3f}\n")
-    events.flush()
-    os._exit(0)
-
-
-signal.signal(signal.SIGTERM, on_term)
+stops = sigsafe.block({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+events = sigsafe.open_out(events_file)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,11 +43,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-bind_when = os.environ.get("BIND_WHEN")
-while bind_when and not os.path.exists(bind_when):
-    time.sleep(0.02)
+def serve():
+    bind_when = os.environ.get("BIND_WHEN")
+    while bind_when and not os.path.exists(bind_when):
+        time.sleep(0.02)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    sigsafe.say(events, f"listening {os.getpid()}\n")
+    server.serve_forever(poll_interval=0.05)
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-server.daemon_threads = True
-events.write(f"listening {os.getpid()}\n")
-server.serve_forever(poll_interval=0.05)
+
+threading.Thread(target=serve, daemon=True).start()
+number = sigsafe.wait(stops)
+sigsafe.say(events, f"{sigsafe.name(number)} {time.time():.6f}\n")
+os._exit(0)
