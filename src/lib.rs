@@ -15,7 +15,8 @@
 //! - `child`: spawning the child in its own session; signalling it or its group.
 //! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
-//! - `probe`: one HTTP, TCP or Unix-socket probe, bounded in time and size.
+//! - `probe`: one health probe of any kind (HTTP, TCP, heartbeat file, command, gRPC), bounded
+//!   in time and size; one module per kind under `probe/`.
 //! - `status`: the published snapshot and its JSON and Prometheus renderings.
 //! - `server`: the `--listen` endpoints; `local`: the socket `keepwell check` asks.
 //! - `check`: `keepwell check`; `logging`: keepwell's own lines, never blocking the loop.

@@ -56,7 +56,7 @@
 //! | from | probe | to | why |
 //! | --- | --- | --- | --- |
 //! | starting | success | healthy | the first success ends the start period |
-//! | starting | failure inside the start period | starting | boot time: failures do not count |
+//! | starting | failure inside the start period | starting | boot time: failures do not count (the first, and each change of reason, is reported) |
 //! | starting | `retries` failures after the start period | unhealthy | it never came up |
 //! | healthy | `retries` consecutive failures | unhealthy | one failure is noise; `retries` is a pattern |
 //! | healthy | success | healthy | resets the failure count |
@@ -206,10 +206,12 @@ pub enum Event {
     Signal(Signal),
     /// keepwell received a real-time signal (SIGRTMIN..SIGRTMAX), by number: forwarded as is.
     RealtimeSignal(i32),
-    /// A probe finished: success or failure, with what a person would want to know.
+    /// A probe finished: success or failure, with what a person would want to know, and the
+    /// cause without what changes from probe to probe (an age, a command's output).
     ProbeDone {
         ok: bool,
         detail: String,
+        reason: String,
     },
     /// keepwell could not carry out a probe for a reason of its own (no file descriptor left):
     /// says nothing about the app.
@@ -307,6 +309,11 @@ pub enum Report {
         to: Health,
         detail: String,
     },
+    /// A probe failed inside the start period (not counted): the first such failure, and each
+    /// one whose reason differs from the one before, so a misconfigured check shows at once.
+    StartPeriodFailure {
+        detail: String,
+    },
     Draining {
         signal: Signal,
         drain: Duration,
@@ -379,6 +386,8 @@ struct HealthTrack {
     probe_due: Option<Instant>,
     probing: bool,
     healthy_once: bool,
+    /// The reason of the last failure reported inside the start period.
+    start_failure_reported: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -573,7 +582,9 @@ impl Machine {
                     out.act(Action::SignalNumber { target, signo });
                 }
             }
-            Event::ProbeDone { ok, detail } => self.on_probe(ok, detail, now, &mut out),
+            Event::ProbeDone { ok, detail, reason } => {
+                self.on_probe(ok, detail, reason, now, &mut out)
+            }
             Event::ProbeInconclusive { detail } => {
                 self.on_probe_inconclusive(detail, now, &mut out)
             }
@@ -593,6 +604,7 @@ impl Machine {
                 probe_due: Some(now + timing.start_interval),
                 probing: false,
                 healthy_once: false,
+                start_failure_reported: None,
             },
             // Without a health URL the app is healthy while the child runs.
             None => HealthTrack {
@@ -604,6 +616,7 @@ impl Machine {
                 probe_due: None,
                 probing: false,
                 healthy_once: true,
+                start_failure_reported: None,
             },
         }
     }
@@ -1098,7 +1111,7 @@ impl Machine {
         }
     }
 
-    fn on_probe(&mut self, ok: bool, detail: String, now: Instant, out: &mut Step) {
+    fn on_probe(&mut self, ok: bool, detail: String, reason: String, now: Instant, out: &mut Step) {
         let Some(timing) = self.policy.health.clone() else {
             return;
         };
@@ -1125,6 +1138,12 @@ impl Machine {
             }
         } else {
             track.consecutive_successes = 0;
+            if in_start_period && track.start_failure_reported.as_ref() != Some(&reason) {
+                track.start_failure_reported = Some(reason);
+                out.report(Report::StartPeriodFailure {
+                    detail: detail.clone(),
+                });
+            }
             if !in_start_period {
                 track.consecutive_failures += 1;
                 if track.consecutive_failures >= timing.retries {

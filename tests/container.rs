@@ -821,3 +821,125 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
     );
     eprintln!("docker stop {name} took {took:.1?}");
 }
+
+/// Debian's redis-server on the host network, the broker of the Celery example; killed on drop.
+struct HostRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HostRedis {
+    fn start() -> HostRedis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server; tests/run.sh does)");
+        let redis = HostRedis { child, port };
+        wait_for(
+            Duration::from_secs(20),
+            "redis-server to accept connections",
+            String::new,
+            || {
+                TcpStream::connect(("127.0.0.1", redis.port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        redis
+    }
+}
+
+impl Drop for HostRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Celery example: healthy from its heartbeat file (no HTTP at all), keepwell at PID 1 and
+/// nobody root, a stopped worker goes stale and is replaced, `docker stop` is a warm shutdown
+/// with exit 0.
+#[test]
+fn celery_worker_example_is_healthy_from_its_heartbeat_and_a_stopped_worker_is_replaced() {
+    let Some(env) = env() else { return };
+    let docker = &env.docker;
+    let redis = HostRedis::start();
+    let mut cleanup = Cleanup::new(docker);
+    let keepwell = build_keepwell_image(env, &mut cleanup, &unique("celery"));
+    let image = build_example(env, &mut cleanup, "celery-worker", &keepwell);
+
+    let name = unique("celery");
+    let listen = free_port();
+    let broker = format!("CELERY_BROKER_URL=redis://127.0.0.1:{}/0", redis.port);
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    // Beats every second and a 4 s max age, so the restart below comes within seconds.
+    let opts = [
+        "--read-only",
+        "-e",
+        &broker,
+        "-e",
+        &env_listen,
+        "-e",
+        "HEARTBEAT_SECONDS=1",
+        "-e",
+        "KEEPWELL_HEALTH_MAX_AGE=4s",
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=1s",
+    ];
+    start(env, &mut cleanup, &name, &opts, &image, &[]);
+    docker.wait_healthy(&name);
+    assert_pid1_keepwell_and_no_root(docker, &name);
+    let (code, verdict) = check(docker, &name);
+    assert_eq!(code, 0, "keepwell check in {name}: {verdict}");
+    assert!(
+        verdict.contains("heartbeat /dev/shm/worker-heartbeat written"),
+        "the verdict comes from the heartbeat: {verdict}"
+    );
+    let (code, direct) = docker.exec(
+        &name,
+        &["keepwell", "check", "file:/dev/shm/worker-heartbeat"],
+    );
+    assert_eq!(code.code(), Some(0), "{direct}");
+
+    // A stopped worker writes no heartbeat: keepwell replaces it.
+    let worker = docker
+        .child_of_pid1(&name)
+        .expect("the worker runs under keepwell");
+    let (status, out) = docker.exec(&name, &["sh", "-c", &format!("kill -STOP {worker}")]);
+    assert!(status.success(), "kill -STOP {worker} in {name}: {out}");
+    let replaced = wait_for(
+        Duration::from_secs(40),
+        "keepwell to replace the stopped worker",
+        || docker.describe(&name),
+        || docker.child_of_pid1(&name).filter(|pid| *pid != worker),
+    );
+    let logs = docker.logs(&name);
+    assert!(
+        logs.contains("was written") && logs.contains("longer than --health-max-age 4s"),
+        "keepwell's logs name the stale heartbeat:\n{logs}"
+    );
+    eprintln!("the stopped worker {worker} was replaced by {replaced}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell check to report healthy again",
+        || docker.describe(&name),
+        || (check(docker, &name).0 == 0).then_some(()),
+    );
+
+    // docker stop: TERM is Celery's warm shutdown; keepwell exits with the worker's 0.
+    let started = Instant::now();
+    docker.ok(&["stop", "-t", "20", &name], Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "docker stop took {took:?}");
+    assert_eq!(
+        docker.inspect(&name, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        docker.describe(&name)
+    );
+    let logs = docker.logs(&name);
+    assert!(logs.contains("worker: Warm shutdown"), "{logs}");
+}

@@ -84,6 +84,7 @@ fn probe(m: &mut Machine, ok: bool, at: u64) -> Step {
         Event::ProbeDone {
             ok,
             detail: if ok { "200 OK" } else { "500" }.into(),
+            reason: if ok { "ok" } else { "http 500" }.into(),
         },
         t(at),
     )
@@ -506,6 +507,7 @@ fn probes_come_every_start_interval_in_the_start_period_then_every_interval() {
         Event::ProbeDone {
             ok: false,
             detail: "refused".into(),
+            reason: "refused".into(),
         },
         t(1_100),
     );
@@ -532,9 +534,69 @@ fn failures_inside_the_start_period_do_not_count() {
     let mut m = probing(policy());
     for at in (1..=59).map(|s| s * 1_000) {
         let step = probe(&mut m, false, at);
-        assert!(step.reports.is_empty(), "at {at}ms");
+        // Only the first failure is worth a line; the same reason again is not.
+        if at == 1_000 {
+            assert_eq!(
+                step.reports,
+                [Report::StartPeriodFailure {
+                    detail: "500".into()
+                }]
+            );
+        } else {
+            assert!(step.reports.is_empty(), "at {at}ms");
+        }
     }
     assert_eq!(m.view().health, Health::Starting);
+}
+
+fn failed_probe(m: &mut Machine, reason: &str, detail: &str, at: u64) -> Step {
+    m.step(Event::Tick, t(at));
+    m.step(
+        Event::ProbeDone {
+            ok: false,
+            detail: detail.into(),
+            reason: reason.into(),
+        },
+        t(at),
+    )
+}
+
+#[test]
+fn each_change_of_reason_inside_the_start_period_is_reported_once() {
+    let mut m = probing(policy());
+    let reported = |step: &Step| match &step.reports[..] {
+        [Report::StartPeriodFailure { detail }] => Some(detail.clone()),
+        [] => None,
+        other => panic!("unexpected reports {other:?}"),
+    };
+    let refused = failed_probe(&mut m, "refused", "refused to :8000", 1_000);
+    assert_eq!(reported(&refused).as_deref(), Some("refused to :8000"));
+    // The same reason with a detail that changes (an age, an output) is the same problem.
+    assert_eq!(
+        reported(&failed_probe(&mut m, "refused", "other words", 2_000)),
+        None
+    );
+    let status = failed_probe(&mut m, "http 400", "400 Bad Request", 3_000);
+    assert_eq!(reported(&status).as_deref(), Some("400 Bad Request"));
+    let back = failed_probe(&mut m, "refused", "refused to :8000", 4_000);
+    assert_eq!(reported(&back).as_deref(), Some("refused to :8000"));
+    // After the start period failures count, and speak through the health change instead.
+    for at in [60_000, 70_000] {
+        assert!(failed_probe(&mut m, "timeout", "no answer", at)
+            .reports
+            .is_empty());
+    }
+    let counted = failed_probe(&mut m, "timeout", "no answer", 80_000);
+    assert!(matches!(
+        counted.reports[..],
+        [
+            Report::HealthChanged {
+                to: Health::Unhealthy,
+                ..
+            },
+            ..
+        ]
+    ));
 }
 
 #[test]
@@ -666,6 +728,7 @@ fn probe_results_after_the_child_stopped_are_ignored() {
         Event::ProbeDone {
             ok: true,
             detail: "late".into(),
+            reason: "ok".into(),
         },
         t(600),
     );

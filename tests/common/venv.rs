@@ -1,5 +1,8 @@
 //! The virtualenv with real gunicorn and Flask from PyPI that the end-to-end tests run.
 //!
+//! `health_venv()` is a second one, made the same way from tests/support/health-requirements.txt
+//! (`health-venv` beside `e2e-venv`): Celery with Redis and grpcio for the health-kind tests.
+//!
 //! Created once at `$TMPDIR/keepwell-e2e/<hash>/e2e-venv` and shared by every test process
 //! (nextest runs each test in a process of its own): an exclusive `flock` on `e2e-venv.lock`
 //! beside it makes one process build it while the others wait. The hash is of the pinned
@@ -22,6 +25,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// The pinned requirements, relative to the crate root.
 const REQUIREMENTS: &str = "tests/support/e2e-requirements.txt";
+/// The second venv's: Celery with Redis, grpcio with its health service (tests/celery.rs,
+/// tests/grpc.rs).
+const HEALTH_REQUIREMENTS: &str = "tests/support/health-requirements.txt";
 
 /// The interpreter the venv is built from. A system Python is preferred: a venv links back to
 /// its interpreter and standard library, and one under /root (pyenv) cannot be read by the
@@ -71,15 +77,19 @@ pub fn sockets_venv() -> PathBuf {
     venv_from("tests/support/sockets-requirements.txt", "sockets-venv")
 }
 
-/// A venv named NAME with the pins of REQUIREMENTS (relative to the crate root), made the same
-/// way as the e2e venv (a folder per hash of pins and interpreter).
-pub fn venv_from(requirements: &str, name: &str) -> PathBuf {
+/// The path of a venv with the pinned Celery (Redis) and grpcio installed; builds it when needed.
+pub fn health_venv() -> PathBuf {
+    venv_from(HEALTH_REQUIREMENTS, "health-venv")
+}
+
+/// A venv named `name` with `requirements` (relative to the crate root) installed.
+fn venv_from(requirements: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Under the temp dir, not target/: the --user test runs gunicorn as nobody, which must be
     // able to reach the venv wherever the repository was cloned (a clone under /root is not).
+    let shown = requirements;
     let requirements = root.join(requirements);
-    let pins =
-        fs::read(&requirements).unwrap_or_else(|e| panic!("read {}: {e}", requirements.display()));
+    let pins = fs::read(&requirements).unwrap_or_else(|e| panic!("read {shown}: {e}"));
     let python = base_python();
     let version =
         super::run_with_deadline(Command::new(&python).arg("--version"), super::RUN_DEADLINE);
@@ -120,10 +130,7 @@ pub fn venv_from(requirements: &str, name: &str) -> PathBuf {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--no-input", "--retries", "2", "-r"])
             .arg(&requirements),
-        &format!(
-            "pip install -r {} (is PyPI reachable?)",
-            requirements.display()
-        ),
+        &format!("pip install -r {shown} (is PyPI reachable?)"),
     );
     fs::write(&marker, &hash).expect("write the e2e venv marker");
     eprintln!(
