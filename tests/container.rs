@@ -9,6 +9,9 @@
 //! - a failing /health makes keepwell restart gunicorn inside the container, and a neighbour
 //!   container on the same host network keeps its own verdict;
 //! - `docker stop` drains (/readyz 503), stops the app and ends well inside its 10 s timeout;
+//! - under load, the gunicorn example restarted by its unhealthy switch loses no request: the
+//!   image's KEEPWELL_SOCKET keeps the port's queue open while gunicorn restarts;
+//! - the Celery example is healthy from its heartbeat file and a stopped worker is replaced;
 //! - README's Docker snippet builds as pasted (only its base image pointed at the stand-in)
 //!   and runs healthy;
 //! - the top-level Dockerfile's scratch image, for amd64 and arm64, pushed with
@@ -30,6 +33,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dist::{self, Dist};
+use common::load;
 use common::{free_port, run_with_deadline, wait_for};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -500,6 +504,9 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
     ] {
         let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
         let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+        // The image holds :8000 for gunicorn (KEEPWELL_SOCKET); on the host network each
+        // container holds a port of its own.
+        let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
         let bind = format!("127.0.0.1:{app}");
         let mut opts = extra;
         opts.extend([
@@ -507,6 +514,8 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
             &env_url,
             "-e",
             &env_listen,
+            "-e",
+            &env_socket,
             // Fast probing, so the restart below happens within seconds.
             "-e",
             "KEEPWELL_HEALTH_INTERVAL=1s",
@@ -596,6 +605,95 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
     eprintln!("docker stop {a} took {took:.1?}");
 }
 
+/// The Flask + gunicorn example under load (tests/support/loadgen.py, loopback): its unhealthy
+/// switch makes keepwell restart gunicorn in place, and with the image's KEEPWELL_SOCKET no
+/// request is lost — clients wait in the held socket's queue while gunicorn restarts.
+#[test]
+fn flask_gunicorn_example_restarted_by_its_unhealthy_switch_under_load_loses_no_request() {
+    let env = env();
+    let docker = &env.docker;
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut cleanup = Cleanup::new(docker);
+    let image = build_example(&env, &mut cleanup, "flask-gunicorn", work.path());
+
+    let (app, listen) = (free_port(), free_port());
+    let name = unique("flask-load");
+    let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
+    let opts = [
+        "-e",
+        &env_url,
+        "-e",
+        &env_listen,
+        "-e",
+        &env_socket,
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=500ms",
+        "-e",
+        "KEEPWELL_HEALTH_RETRIES=2",
+    ];
+    // The image's own CMD: its --bind is ignored, gunicorn serves the socket keepwell holds.
+    start(&env, &mut cleanup, &name, &opts, &image, &[]);
+    docker.wait_healthy(&name);
+
+    let served_in_turn = |when: &str| {
+        let mut served = 0;
+        wait_for(
+            HEALTHY_DEADLINE,
+            &format!("100 requests served {when}"),
+            || {
+                if http_status(app, "/") == 200 {
+                    served += 1;
+                }
+                (served >= 100).then_some(())
+            },
+        );
+    };
+    let load = load::start(
+        app,
+        30,
+        200,
+        Duration::from_secs(15),
+        Duration::from_secs(120),
+    );
+    served_in_turn("before the restart");
+    let master = docker
+        .child_of_pid1(&name)
+        .expect("gunicorn runs under keepwell");
+    let (status, out) = docker.exec(&name, &["touch", "/dev/shm/unhealthy"]);
+    assert!(status.success(), "touch /dev/shm/unhealthy: {out}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell to stop the unhealthy gunicorn",
+        || {
+            docker
+                .logs(&name)
+                .contains("stopping the child")
+                .then_some(())
+        },
+    );
+    let (status, out) = docker.exec(&name, &["rm", "/dev/shm/unhealthy"]);
+    assert!(status.success(), "rm /dev/shm/unhealthy: {out}");
+    wait_for(HEALTHY_DEADLINE, "a new gunicorn master, healthy", || {
+        let healthy = docker.logs(&name).matches("starting → healthy").count() >= 2;
+        docker
+            .child_of_pid1(&name)
+            .filter(|pid| *pid != master && healthy)
+    });
+    served_in_turn("after the restart");
+    let report = load.finish();
+    eprintln!("under load through the restart: {}", report.summary());
+    assert!(report.ok > 100, "the load ran: {}", report.raw);
+    assert_eq!(
+        report.lost(),
+        0,
+        "requests lost while keepwell restarted gunicorn: {}\n{}",
+        report.raw,
+        docker.describe(&name)
+    );
+}
+
 /// The FastAPI + uvicorn example: keepwell from requirements.txt by hash is PID 1, healthy,
 /// and stops promptly.
 #[test]
@@ -610,15 +708,23 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
     let name = unique("fastapi");
     let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
     let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
-    let port = app.to_string();
-    let opts = ["--read-only", "-e", &env_url, "-e", &env_listen];
+    // The image's CMD serves the socket keepwell holds (--fd 3); on the host network it holds
+    // a port of the test's.
+    let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
+    let opts = [
+        "--read-only",
+        "-e",
+        &env_url,
+        "-e",
+        &env_listen,
+        "-e",
+        &env_socket,
+    ];
     let cmd = [
         "uvicorn",
         "main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
+        "--fd",
+        "3",
         "--workers",
         "1",
         "--timeout-graceful-shutdown",
@@ -691,7 +797,8 @@ fn django_gunicorn_example_migrates_is_supervised_restarted_and_stopped_cleanly(
     let name = unique("django");
     let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health/");
     let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
-    // The image's CMD with the port changed.
+    let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
+    // The image's CMD with the port changed (gunicorn serves the socket keepwell holds).
     let cmd = format!(
         "python manage.py migrate --noinput && exec gunicorn --bind 127.0.0.1:{app} --workers 2 \
          --worker-tmp-dir /dev/shm --graceful-timeout 5 --no-control-socket mysite.wsgi"
@@ -704,6 +811,8 @@ fn django_gunicorn_example_migrates_is_supervised_restarted_and_stopped_cleanly(
         &env_url,
         "-e",
         &env_listen,
+        "-e",
+        &env_socket,
         "-e",
         "KEEPWELL_HEALTH_INTERVAL=1s",
         "-e",
@@ -769,6 +878,126 @@ fn django_gunicorn_example_migrates_is_supervised_restarted_and_stopped_cleanly(
         docker.describe(&name)
     );
     eprintln!("docker stop {name} took {took:.1?}");
+}
+
+/// Debian's redis-server on the host network, the broker of the Celery example; killed on drop.
+struct HostRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HostRedis {
+    fn start() -> HostRedis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server; tests/run.sh does)");
+        let redis = HostRedis { child, port };
+        wait_for(
+            Duration::from_secs(20),
+            "redis-server to accept connections",
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", redis.port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        redis
+    }
+}
+
+impl Drop for HostRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Celery example: healthy from its heartbeat file (no HTTP at all), keepwell at PID 1 and
+/// nobody root, a stopped worker goes stale and is replaced, `docker stop` is a warm shutdown
+/// with exit 0.
+#[test]
+fn celery_worker_example_is_healthy_from_its_heartbeat_and_a_stopped_worker_is_replaced() {
+    let env = env();
+    let docker = &env.docker;
+    let redis = HostRedis::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut cleanup = Cleanup::new(docker);
+    let image = build_example(&env, &mut cleanup, "celery-worker", work.path());
+
+    let name = unique("celery");
+    let listen = free_port();
+    let broker = format!("CELERY_BROKER_URL=redis://127.0.0.1:{}/0", redis.port);
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    // Beats every second and a 4 s max age, so the restart below comes within seconds.
+    let opts = [
+        "--read-only",
+        "-e",
+        &broker,
+        "-e",
+        &env_listen,
+        "-e",
+        "HEARTBEAT_SECONDS=1",
+        "-e",
+        "KEEPWELL_HEALTH_MAX_AGE=4s",
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=1s",
+    ];
+    start(&env, &mut cleanup, &name, &opts, &image, &[]);
+    docker.wait_healthy(&name);
+    assert_pid1_is_the_venvs_keepwell(&env, &name, "/usr/app/venv/bin/keepwell");
+    assert_nobody_is_root(docker, &name);
+    let (code, verdict) = check(docker, &name);
+    assert_eq!(code, 0, "keepwell check in {name}: {verdict}");
+    assert!(
+        verdict.contains("heartbeat /dev/shm/worker-heartbeat written"),
+        "the verdict comes from the heartbeat: {verdict}"
+    );
+    let (code, direct) = docker.exec(
+        &name,
+        &["keepwell", "check", "file:/dev/shm/worker-heartbeat"],
+    );
+    assert_eq!(code.code(), Some(0), "{direct}");
+
+    // A stopped worker writes no heartbeat: keepwell replaces it.
+    let worker = docker
+        .child_of_pid1(&name)
+        .expect("the worker runs under keepwell");
+    let (status, out) = docker.exec(&name, &["sh", "-c", &format!("kill -STOP {worker}")]);
+    assert!(status.success(), "kill -STOP {worker} in {name}: {out}");
+    let replaced = wait_for(
+        Duration::from_secs(40),
+        "keepwell to replace the stopped worker",
+        || docker.child_of_pid1(&name).filter(|pid| *pid != worker),
+    );
+    let logs = docker.logs(&name);
+    assert!(
+        logs.contains("was written") && logs.contains("longer than --health-max-age 4s"),
+        "keepwell's logs name the stale heartbeat:\n{logs}"
+    );
+    eprintln!("the stopped worker {worker} was replaced by {replaced}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell check to report healthy again",
+        || (check(docker, &name).0 == 0).then_some(()),
+    );
+
+    // docker stop: TERM is Celery's warm shutdown; keepwell exits with the worker's 0.
+    let started = Instant::now();
+    docker.ok(&["stop", "-t", "20", &name], Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "docker stop took {took:?}");
+    assert_eq!(
+        docker.inspect(&name, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        docker.describe(&name)
+    );
+    let logs = docker.logs(&name);
+    assert!(logs.contains("worker: Warm shutdown"), "{logs}");
 }
 
 // ---------------------------------------------------------------------------------------

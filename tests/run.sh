@@ -27,6 +27,7 @@ need qemu-aarch64-static qemu-user-static # the arm64 smoke tests (tests/aarch64
 need docker-registry docker-registry      # a loopback registry for the multi-arch image
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null && missing+=(python3-venv)
+need redis-server redis-server           # the broker of the Celery tests (tests/celery.rs)
 if [ ${#missing[@]} -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     say "installing ${missing[*]}"

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod dist;
 pub mod http;
+pub mod load;
 pub mod prometheus;
 pub mod switch_app;
 pub mod venv;
