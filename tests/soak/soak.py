@@ -12,7 +12,8 @@ Run as root (it makes PID namespaces and enters them with nsenter, as `docker ex
 What is checked, and the bound:
 - zombies: no process in the namespace stays in state Z for more than 1 s (sampled every
   100 ms; the age is from the first sample that saw it, so a reported age is a lower bound).
-- keepwell's descriptors: at every quiet phase (floods stopped, driver's connections closed)
+- keepwell's descriptors: never more than at its start + MAX_CONNECTIONS + FD_SLACK; at
+  every quiet phase (floods stopped, driver's connections closed)
   the count comes back to at most the count at rest after warm-up (the first quiet phase
   after it); never above MAX_CONNECTIONS + the fixed ones.
 - keepwell's memory: VmRSS at every quiet phase after warm-up at most 1 MiB above the first
@@ -65,6 +66,10 @@ STANDARD_SIGNALS = [
     signal.SIGTTOU, signal.SIGALRM, signal.SIGURG, signal.SIGSEGV, signal.SIGXCPU,
 ]
 CHECK_DEADLINE = 10.0
+#: --listen's connection bound (src/server.rs), and what a probe, a check's reply and a spawn
+#: may hold beside the descriptors keepwell has at its start.
+MAX_CONNECTIONS = 512
+FD_SLACK = 8
 
 
 def backoff(in_window):
@@ -328,6 +333,12 @@ class Soak:
             if rss is not None:
                 self.rss_samples.append(rss)
                 self.fd_samples.append(fds)
+                if self.fixed_fds is None:
+                    self.fixed_fds = fds
+                if fds > self.fixed_fds + MAX_CONNECTIONS + FD_SLACK and not self.fd_bound_reported:
+                    self.fd_bound_reported = True
+                    self.violation("keepwell holds %d descriptors: more than %d at the start + %d connections + %d" % (
+                        fds, self.fixed_fds, MAX_CONNECTIONS, FD_SLACK))
             self.stop.wait(0.1)
 
     def keepwell_resources(self):
@@ -648,6 +659,8 @@ class Soak:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.reported_zombies = set()
+        self.fixed_fds = None
+        self.fd_bound_reported = False
         self.report_done = threading.Event()
         self.last_status = None
         self.launch()
