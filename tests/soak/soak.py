@@ -765,6 +765,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", default=os.path.join(HERE, "..", "..", "target", "release", "keepwell"))
     parser.add_argument("--duration", type=float, default=120.0, help="seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the log and report even when it passes")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run the soak as root: it makes PID namespaces and enters them with nsenter")
@@ -787,6 +788,10 @@ def main():
     finally:
         if getattr(soak, "proc", None) is not None and soak.proc.poll() is None:
             os.killpg(soak.proc.pid, signal.SIGKILL)
+    if soak.violations or args.keep:
+        print("keepwell's log and the app's report are kept in %s" % soak.work)
+    else:
+        shutil.rmtree(soak.work, ignore_errors=True)
     sys.exit(0 if not soak.violations else 1)
 
 
