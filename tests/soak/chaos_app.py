@@ -3,8 +3,10 @@
 keepwell runs this as its child (tests/soak/soak.py starts keepwell). Every 0.5-3 s the app
 picks a misdeed: it crashes (SIGKILL or abort), exits with a random code, switches what its
 /health answers (200 "ok", 503, nothing at all, garbage bytes, an endless body, an endless
-head, slowly), or double-forks a storm of orphans that keepwell must reap. At its start it
-decides whether it ignores SIGTERM, so that some stops go through the grace to SIGKILL.
+head, slowly), or double-forks a storm of orphans that keepwell must reap. It makes a storm
+at its start too, and dies by its own hand at the first misdeed after MAX_LIFETIME, so that
+even a short soak sees orphans and restarts. At its start it decides whether it ignores
+SIGTERM, so that some stops go through the grace to SIGKILL.
 
 It counts every signal it receives, by number, and appends one line per fact to the report
 file (os.write on an O_APPEND descriptor: no buffer, no reentrancy, lines never interleave):
@@ -33,6 +35,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import sigsafe  # noqa: E402
 
+#: An app that lived this long dies at its next misdeed (seconds).
+MAX_LIFETIME = 10.0
 HEALTH_MODES = ["ok", "ok", "ok", "status503", "hang", "garbage", "endless_body", "endless_head", "slow"]
 #: The current /health behaviour; a plain assignment, read by the connection threads.
 health_mode = "ok"
@@ -147,6 +151,11 @@ def main():
         say("dying %s %s %.6f" % (token, how, time.monotonic()))
 
     say("ready %s %d %.6f %d" % (token, os.getpid(), time.monotonic(), ignores_term))
+    started = time.monotonic()
+    # Like a server whose boot leaves detached helpers behind: every app makes orphans.
+    count = rng.randint(3, 20)
+    orphan_storm(count, rng)
+    say("storm %s %d %.6f" % (token, count, time.monotonic()))
     termed = False
     next_misdeed = time.monotonic() + rng.uniform(0.5, 3.0)
     global health_mode
@@ -169,6 +178,9 @@ def main():
             ["nothing", "kill", "abort", "exit", "health", "storm"],
             weights=[3, 1, 1, 1, 4, 2],
         )[0]
+        if time.monotonic() - started > MAX_LIFETIME:
+            # Every soak, however short, sees an app die by its own hand.
+            misdeed = rng.choice(["kill", "abort", "exit"])
         if misdeed == "kill":
             die("kill")
             os.kill(os.getpid(), signal.SIGKILL)
