@@ -12,7 +12,9 @@ Run as root (it makes PID namespaces and enters them with nsenter, as `docker ex
 What is checked, and the bound:
 - zombies: no process in the namespace stays in state Z for more than 1 s (sampled every
   100 ms; the age is from the first sample that saw it, so a reported age is a lower bound).
-- keepwell's descriptors: never more than at its start + MAX_CONNECTIONS + FD_SLACK; at
+- keepwell's descriptors: under RLIMIT_NOFILE NOFILE, never more than at its start +
+  CONNECTION_BOUND + FD_SLACK, and never an EMFILE ("accept failed", "a probe could not be
+  made"); at
   every quiet phase (floods stopped, driver's connections closed)
   the count comes back to at most the count at rest after warm-up (the first quiet phase
   after it); never above MAX_CONNECTIONS + the fixed ones.
@@ -66,9 +68,12 @@ STANDARD_SIGNALS = [
     signal.SIGTTOU, signal.SIGALRM, signal.SIGURG, signal.SIGSEGV, signal.SIGXCPU,
 ]
 CHECK_DEADLINE = 10.0
-#: --listen's connection bound (src/server.rs), and what a probe, a check's reply and a spawn
-#: may hold beside the descriptors keepwell has at its start.
-MAX_CONNECTIONS = 512
+#: keepwell's RLIMIT_NOFILE here: its --listen bound is this less the 64 descriptors it keeps
+#: for probes, checks and spawns (src/server.rs), so the floods always reach the bound and
+#: evict, however loaded the machine is; a burst past the bound would meet EMFILE.
+NOFILE = 256
+CONNECTION_BOUND = NOFILE - 64
+#: What a probe, a check's reply and a spawn may hold beside keepwell's descriptors at start.
 FD_SLACK = 8
 
 
@@ -182,6 +187,7 @@ class Soak:
         self.proc = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE)),
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -239,6 +245,8 @@ class Soak:
                     "arrival": arrival, "ts": ts, "delay": parse_duration(m.group(1)),
                     "cause": m.group(2), "in_window": fields.get("restarts_in_window"),
                 })
+        if message.startswith("--listen accept failed") or message.startswith("a probe could not be made"):
+            self.violation("keepwell ran out of descriptors: %s" % message)
         if entry.get("level") == "ERROR" or message.startswith("giving up") or message.startswith("exiting"):
             if not self.stop.is_set():
                 self.violation("keepwell logged %r before the end" % message)
@@ -335,10 +343,10 @@ class Soak:
                 self.fd_samples.append(fds)
                 if self.fixed_fds is None:
                     self.fixed_fds = fds
-                if fds > self.fixed_fds + MAX_CONNECTIONS + FD_SLACK and not self.fd_bound_reported:
+                if fds > self.fixed_fds + CONNECTION_BOUND + FD_SLACK and not self.fd_bound_reported:
                     self.fd_bound_reported = True
                     self.violation("keepwell holds %d descriptors: more than %d at the start + %d connections + %d" % (
-                        fds, self.fixed_fds, MAX_CONNECTIONS, FD_SLACK))
+                        fds, self.fixed_fds, CONNECTION_BOUND, FD_SLACK))
             self.stop.wait(0.1)
 
     def keepwell_resources(self):
