@@ -587,6 +587,9 @@ class Soak:
         m = re.match(r"the child exited with code (\d+)", cause)
         if m:
             return "exit code %s" % ("0" if m.group(1) == "0" else "non-zero")
+        m = re.match(r"the child was killed by signal (\d+)", cause)
+        if m:
+            return "killed by a real-time signal"
         m = re.match(r"the child was killed by (\S+)", cause)
         if m:
             return "killed by %s" % m.group(1)
