@@ -1149,4 +1149,6 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
