@@ -113,14 +113,31 @@ pub struct ProcessArgs {
         value_delimiter = ','
     )]
     pub remap_exit: Vec<String>,
+    /// Bind the app's listening socket and pass it as fd 3, 4, … with LISTEN_FDS/LISTEN_PID,
+    /// kept open across restarts: :8000, [::]:8000, unix:/path (repeatable; the variable takes
+    /// a comma-separated list).
+    #[arg(
+        long,
+        env = "KEEPWELL_SOCKET",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub socket: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Health")]
 pub struct HealthArgs {
-    /// http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH [default: no probing].
+    /// http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or
+    /// grpc://HOST:PORT[/SERVICE] [default: no probing].
     #[arg(long, env = "KEEPWELL_HEALTH_URL", value_name = "URL")]
     pub health_url: Option<String>,
+    /// Instead of a URL: run CMD (/bin/sh -c) as the child's user; exit 0 is healthy.
+    #[arg(long, env = "KEEPWELL_HEALTH_CMD", value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// For file: URLs: the heartbeat is stale when older than DUR [default: no limit].
+    #[arg(long, env = "KEEPWELL_HEALTH_MAX_AGE", value_name = "DUR")]
+    pub health_max_age: Option<String>,
     /// Time between probes once the app has been healthy [default: 10s].
     #[arg(long, env = "KEEPWELL_HEALTH_INTERVAL", value_name = "DUR")]
     pub health_interval: Option<String>,
@@ -152,7 +169,8 @@ pub struct HealthArgs {
     /// Status codes that count as success, e.g. 200-299,304 [default: 200-399].
     #[arg(long, env = "KEEPWELL_HEALTH_STATUS", value_name = "RANGES")]
     pub health_status: Option<String>,
-    /// A request header 'Name: value' (repeatable; the variable takes one per line).
+    /// A request header 'Name: value' (repeatable; the variable takes several, one per line or
+    /// separated by \n).
     #[arg(long, env = "KEEPWELL_HEALTH_HEADER", value_name = "HEADER")]
     pub health_header: Vec<String>,
     /// The response body (first 64 KiB) must contain TEXT.
@@ -174,31 +192,42 @@ pub struct ServeArgs {
     pub drain: Option<String>,
 }
 
-/// `keepwell check [OPTIONS] [TARGET]`
+/// `keepwell check [OPTIONS] [TARGET | -- CMD ARG...]`
 #[derive(Parser, Debug)]
 #[command(
     name = "keepwell check",
     version,
+    override_usage = "keepwell check [OPTIONS] [TARGET]\n       keepwell check [OPTIONS] -- CMD [ARG...]",
     about = "One health check. Without TARGET, ask the keepwell supervising this container; \
-             with TARGET (a URL as for --health-url), probe it directly. \
-             Exit 0 healthy, 1 not, 2 bad usage."
+             with TARGET (a URL as for --health-url), probe it directly; after --, run a \
+             command check. Exit 0 healthy, 1 not, 2 bad usage.",
+    after_help = "With a TARGET or CMD, the options take their defaults from the variables the \
+                  supervisor reads (shown in brackets); a flag wins."
 )]
 pub struct Check {
-    /// http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH.
+    /// http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or
+    /// grpc://HOST:PORT[/SERVICE].
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
+    /// A command check: run CMD with its ARGs (no shell); exit 0 is healthy.
+    #[arg(value_name = "CMD", last = true)]
+    pub command: Vec<String>,
     /// Give up after DUR [default: 2s].
-    #[arg(long, value_name = "DUR")]
+    #[arg(long, env = "KEEPWELL_HEALTH_TIMEOUT", value_name = "DUR")]
     pub timeout: Option<String>,
     /// Status codes that count as healthy [default: 200-399].
-    #[arg(long, value_name = "RANGES")]
+    #[arg(long, env = "KEEPWELL_HEALTH_STATUS", value_name = "RANGES")]
     pub status: Option<String>,
-    /// A request header 'Name: value' (repeatable).
-    #[arg(long, value_name = "HEADER")]
+    /// A request header 'Name: value' (repeatable; several per value, one per line or
+    /// separated by \n).
+    #[arg(long, env = "KEEPWELL_HEALTH_HEADER", value_name = "HEADER")]
     pub header: Vec<String>,
     /// The response body (first 64 KiB) must contain TEXT.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, env = "KEEPWELL_HEALTH_BODY", value_name = "TEXT")]
     pub body: Option<String>,
+    /// For file: targets: unhealthy when the file is older than DUR.
+    #[arg(long, env = "KEEPWELL_HEALTH_MAX_AGE", value_name = "DUR")]
+    pub max_age: Option<String>,
     /// Print nothing; the exit code says it all.
     #[arg(long, short)]
     pub quiet: bool,
@@ -208,6 +237,8 @@ pub struct Check {
 pub struct Parsed<T> {
     pub args: T,
     matches: ArgMatches,
+    /// Each argument's variable, by argument id (`timeout` → `KEEPWELL_HEALTH_TIMEOUT`).
+    variables: Vec<(String, String)>,
 }
 
 impl<T> Parsed<T> {
@@ -215,9 +246,19 @@ impl<T> Parsed<T> {
     pub fn origin(&self, id: &str) -> String {
         let flag = format!("--{}", id.replace('_', "-"));
         match self.matches.value_source(id) {
-            Some(ValueSource::EnvVariable) => format!("KEEPWELL_{}", id.to_uppercase()),
+            Some(ValueSource::EnvVariable) => self
+                .variables
+                .iter()
+                .find(|(arg, _)| arg == id)
+                .map(|(_, variable)| variable.clone())
+                .unwrap_or_else(|| format!("KEEPWELL_{}", id.to_uppercase())),
             _ => flag,
         }
+    }
+
+    /// Whether the value of `id` was given on the command line (not by its variable).
+    pub fn on_command_line(&self, id: &str) -> bool {
+        self.matches.value_source(id) == Some(ValueSource::CommandLine)
     }
 }
 
@@ -265,9 +306,21 @@ fn forget_empty_variables() {
 }
 
 fn parse_with<T: CommandFactory + FromArgMatches>(args: Vec<String>) -> Result<Parsed<T>, Exit> {
-    let matches = T::command().try_get_matches_from(args).map_err(clap_exit)?;
+    let command = T::command();
+    let variables = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let variable = arg.get_env()?.to_string_lossy().into_owned();
+            Some((arg.get_id().to_string(), variable))
+        })
+        .collect();
+    let matches = command.try_get_matches_from(args).map_err(clap_exit)?;
     let args = T::from_arg_matches(&matches).map_err(clap_exit)?;
-    Ok(Parsed { args, matches })
+    Ok(Parsed {
+        args,
+        matches,
+        variables,
+    })
 }
 
 /// Help and version go to stdout with exit 0; a usage error becomes one line and exit 2.

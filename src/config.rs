@@ -13,7 +13,8 @@ use nix::unistd::{Gid, Uid};
 
 use crate::cli::{Check, Parsed, Supervise};
 use crate::privileges::{self, Identity};
-use crate::probe::{self, ProbeSpec, StatusRanges};
+use crate::probe::{self, CommandLine, Mode, ProbeSpec, StatusRanges, Target};
+use crate::sockets;
 use crate::state::{HealthTiming, OnUnhealthy, Policy, RestartPolicy};
 
 /// A fatal configuration error: one line, exit 2.
@@ -40,6 +41,8 @@ pub struct Config {
     pub policy: Policy,
     pub probe: Option<ProbeSpec>,
     pub listen: Option<SocketAddr>,
+    /// `--socket`: the app's listening sockets that keepwell binds and holds, in order.
+    pub sockets: Vec<sockets::Address>,
     pub log_format: LogFormat,
     pub log_level: tracing::level_filters::LevelFilter,
 }
@@ -180,26 +183,47 @@ impl<T> Reader<'_, T> {
         }
     }
 
+    /// Headers, one per line or separated by `\n` (which a Dockerfile `ENV` can hold).
     fn headers(&self, id: &str, values: &[String]) -> Result<Vec<(String, String)>, UsageError> {
         values
             .iter()
-            .flat_map(|value| value.lines())
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                probe::parse_header(line).ok_or_else(|| {
-                    self.fail(
-                        id,
-                        line,
-                        "expected 'Name: value', such as 'Host: example.com'",
-                    )
-                })
-            })
+            .flat_map(|value| probe::http::split_headers(value))
+            .map(|line| probe::parse_header(line).map_err(|why| self.fail(id, line, &why)))
             .collect()
     }
 
-    fn url(&self, id: &str, text: &str) -> Result<probe::Target, UsageError> {
-        probe::Target::parse(text).map_err(|why| self.fail(id, text, &why))
+    fn url(&self, id: &str, text: &str) -> Result<Target, UsageError> {
+        Target::parse(text).map_err(|why| self.fail(id, text, &why))
     }
+
+    /// `--health-max-age` / `--max-age`: only a `file:` target has an age.
+    fn max_age(
+        &self,
+        id: &str,
+        value: &Option<String>,
+        target: &Target,
+    ) -> Result<Option<Duration>, UsageError> {
+        let Some(text) = nonempty(value) else {
+            return Ok(None);
+        };
+        let age = self.positive_duration(id, &Some(text.to_string()), Duration::ZERO)?;
+        if !matches!(target, Target::File { .. }) {
+            return Err(self.fail(
+                id,
+                text,
+                &format!(
+                    "a max age applies to file: heartbeats only, not to {}",
+                    target.display()
+                ),
+            ));
+        }
+        Ok(Some(age))
+    }
+}
+
+/// An empty value is the same as none (`-e KEEPWELL_HEALTH_MAX_AGE=` turns it off).
+fn nonempty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 impl Config {
@@ -296,18 +320,42 @@ impl Config {
         };
         let status = read.status("health_status", &health.health_status)?;
         let headers = read.headers("health_header", &health.health_header)?;
-        let probe = match health
-            .health_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        {
-            None => None,
-            Some(url) => Some(ProbeSpec {
-                target: read.url("health_url", url)?,
+        let target = match (nonempty(&health.health_url), nonempty(&health.health_cmd)) {
+            (Some(url), Some(_)) => {
+                return Err(read.fail(
+                    "health_url",
+                    url,
+                    &format!(
+                        "it and {} both say how to probe; give one of them",
+                        parsed.origin("health_cmd")
+                    ),
+                ))
+            }
+            (Some(url), None) => Some(read.url("health_url", url)?),
+            (None, Some(cmd)) => Some(Target::Command(
+                CommandLine::shell(cmd).map_err(|why| read.fail("health_cmd", cmd, &why))?,
+            )),
+            (None, None) => None,
+        };
+        let probe = match target {
+            None => {
+                if let Some(text) = nonempty(&health.health_max_age) {
+                    return Err(read.fail(
+                        "health_max_age",
+                        text,
+                        "a max age needs a file: heartbeat, such as --health-url file:/tmp/heartbeat",
+                    ));
+                }
+                None
+            }
+            Some(target) => Some(ProbeSpec {
+                max_age: read.max_age("health_max_age", &health.health_max_age, &target)?,
+                target,
                 timeout: health_timeout,
                 status,
                 headers,
-                body: health.health_body.clone(),
+                body: health.health_body.clone().filter(|b| !b.is_empty()),
+                mode: Mode::Supervise,
             }),
         };
 
@@ -326,6 +374,49 @@ impl Config {
                 )
             })?),
         };
+
+        let mut held = Vec::new();
+        for text in process.socket.iter().filter(|s| !s.trim().is_empty()) {
+            held.push(
+                sockets::Address::parse(text).map_err(|why| read.fail("socket", text, &why))?,
+            );
+        }
+        if held.len() > sockets::MAX_SOCKETS {
+            return Err(UsageError(format!(
+                "{} gives {} sockets: at most {} can be handed to the app",
+                parsed.origin("socket"),
+                held.len(),
+                sockets::MAX_SOCKETS
+            )));
+        }
+        if let Some(spec) = &probe {
+            if let Some(address) = probe_proves_nothing(&spec.target, &held) {
+                return Err(read.fail(
+                    "health_url",
+                    health.health_url.as_deref().unwrap_or_default(),
+                    &format!(
+                        "it points at --socket {address}, which keepwell holds open itself: a \
+                         connection there always succeeds, even while the app is down, so a \
+                         tcp:// probe proves nothing; probe what the app answers instead, e.g. \
+                         http://127.0.0.1:{}/health",
+                        match address {
+                            sockets::Address::Tcp(addr) => addr.port(),
+                            sockets::Address::Unix(_) => 0,
+                        }
+                    ),
+                ));
+            }
+        }
+
+        if !held.is_empty() && gunicorn_reuse_port(&args.command) {
+            return Err(UsageError(format!(
+                "{} and gunicorn --reuse-port do not go together: with --reuse-port gunicorn \
+                 ignores the socket keepwell hands down and every worker binds the port itself, \
+                 which keepwell already holds (Address already in use, and nobody serves the \
+                 port); drop --reuse-port",
+                parsed.origin("socket")
+            )));
+        }
 
         let user = match process.user.as_deref().filter(|u| !u.trim().is_empty()) {
             None => None,
@@ -396,43 +487,108 @@ impl Config {
             policy,
             probe,
             listen,
+            sockets: held,
             log_format,
             log_level,
         })
     }
 }
 
+/// COMMAND runs gunicorn with `--reuse-port` (directly or in a `sh -c` line).
+fn gunicorn_reuse_port(command: &[String]) -> bool {
+    let words = || command.iter().flat_map(|arg| arg.split_whitespace());
+    words().any(|w| w.contains("gunicorn")) && words().any(|w| w == "--reuse-port")
+}
+
+/// A `tcp://` health URL that reaches a socket keepwell holds: the kernel completes the
+/// handshake from the socket's queue whether or not the app runs, so such a probe is always
+/// healthy. Hosts are compared as the kernel routes them: an unspecified address (`0.0.0.0`,
+/// `[::]`) takes every host, `localhost` is loopback.
+fn probe_proves_nothing<'a>(
+    target: &probe::Target,
+    held: &'a [sockets::Address],
+) -> Option<&'a sockets::Address> {
+    let probe::Target::Tcp { host, port } = target else {
+        return None;
+    };
+    let host_ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    held.iter().find(|address| match address {
+        sockets::Address::Tcp(addr) if addr.port() == *port => {
+            let ip = addr.ip();
+            ip.is_unspecified()
+                || host_ip == Some(ip)
+                || (host.eq_ignore_ascii_case("localhost") && ip.is_loopback())
+        }
+        _ => false,
+    })
+}
+
 impl CheckConfig {
     pub fn from_args(parsed: &Parsed<Check>) -> Result<CheckConfig, UsageError> {
         let read = Reader { parsed };
         let args = &parsed.args;
-        let timeout = read.positive_duration("timeout", &args.timeout, Duration::from_secs(2))?;
-        let status = read.status("status", &args.status)?;
-        let headers = read.headers("header", &args.header)?;
-        let probe = match &args.target {
-            None => {
-                if args.status.is_some() || !args.header.is_empty() || args.body.is_some() {
-                    return Err(UsageError(
-                        "--status, --header and --body need a TARGET URL: without one, keepwell check \
-                         asks the supervisor, which probes with its own --health-* settings"
-                            .into(),
-                    ));
-                }
-                None
+        let quiet = args.quiet;
+        let target = match (nonempty(&args.target), args.command.is_empty()) {
+            (Some(url), false) => {
+                return Err(UsageError(format!(
+                    "TARGET {url:?} and a command after -- both say what to check; give one of them"
+                )))
             }
-            Some(url) => Some(ProbeSpec {
-                target: probe::Target::parse(url)
+            (Some(url), true) => Some(
+                Target::parse(url)
                     .map_err(|why| UsageError(format!("TARGET {url:?} is not valid: {why}")))?,
+            ),
+            (None, false) => Some(Target::Command(CommandLine::Argv(args.command.clone()))),
+            (None, true) => None,
+        };
+        let Some(target) = target else {
+            // Asking the supervisor: it probes with its own settings, so the options for a
+            // probe make no sense here, unless they only came from the image's variables.
+            let given: Vec<&str> = ["status", "header", "body", "max_age"]
+                .into_iter()
+                .filter(|id| parsed.on_command_line(id))
+                .collect();
+            if !given.is_empty() {
+                return Err(UsageError(
+                    "--status, --header, --body and --max-age need a TARGET URL: without one, \
+                     keepwell check asks the supervisor, which probes with its own --health-* \
+                     settings"
+                        .into(),
+                ));
+            }
+            let timeout = match parsed.on_command_line("timeout") {
+                true => read.positive_duration("timeout", &args.timeout, Duration::from_secs(2))?,
+                false => Duration::from_secs(2),
+            };
+            return Ok(CheckConfig {
+                probe: None,
                 timeout,
-                status,
-                headers,
-                body: args.body.clone(),
-            }),
+                quiet,
+            });
+        };
+        let timeout = match nonempty(&args.timeout) {
+            None => Duration::from_secs(2),
+            Some(text) => {
+                read.positive_duration("timeout", &Some(text.to_string()), Duration::ZERO)?
+            }
+        };
+        let status = match nonempty(&args.status) {
+            None => StatusRanges::default(),
+            Some(text) => read.status("status", &Some(text.to_string()))?,
+        };
+        let spec = ProbeSpec {
+            max_age: read.max_age("max_age", &args.max_age, &target)?,
+            target,
+            timeout,
+            status,
+            headers: read.headers("header", &args.header)?,
+            body: args.body.clone().filter(|b| !b.is_empty()),
+            mode: Mode::Check,
         };
         Ok(CheckConfig {
-            probe,
+            probe: Some(spec),
             timeout,
-            quiet: args.quiet,
+            quiet,
         })
     }
 }

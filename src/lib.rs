@@ -11,10 +11,12 @@
 //! - `supervisor`: the one task that owns the machine: signals, reaping, probes, timers.
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
+//! - `sockets`: the app's listening sockets keepwell holds (`--socket`), handed down as fd 3, ….
 //! - `child`: spawning the child in its own session; signalling it or its group.
 //! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
-//! - `probe`: one HTTP, TCP or Unix-socket probe, bounded in time and size.
+//! - `probe`: one health probe of any kind (HTTP, TCP, heartbeat file, command, gRPC), bounded
+//!   in time and size; one module per kind under `probe/`.
 //! - `status`: the published snapshot and its JSON and Prometheus renderings.
 //! - `server`: the `--listen` endpoints; `local`: the socket `keepwell check` asks.
 //! - `check`: `keepwell check`; `logging`: keepwell's own lines, never blocking the loop.
@@ -31,6 +33,7 @@ pub mod probe;
 pub mod reaper;
 pub mod server;
 pub mod signals;
+pub mod sockets;
 pub mod startup;
 pub mod state;
 pub mod status;

@@ -45,16 +45,18 @@
 //! | Stopping | Tick past SIGKILL + [`AFTER_KILL_LIMIT`] | Backoff / Exited | leftovers outlive SIGKILL (stuck in the kernel): go on without them, so a stop ends inside grace + [`STOP_BOUND`] |
 //! | Stopping(exit) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Exited(128+9 or 3/4) | the child itself outlives SIGKILL: exit anyway (the kernel kills what is left with PID 1) |
 //! | Stopping(restart) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Stopping | never start a second child beside one that still lives: keep waiting for it |
+//! | Stopping | LeftoversGone, restart | Backoff(100 ms first, then 1 s, 2 s, … 30 s) | the first restart in `--restart-window` comes as fast as Docker's; each further one waits twice as long, so a crash loop does not spin (the budget, `--max-restarts`, still ends it) |
 //! | Backoff | Tick past the delay | Spawning | the backoff is over: spawn again |
 //! | Backoff | TERM/INT/QUIT | Exited(128+N) | nothing runs, so there is nothing to wait for |
 //! | any | Exited(code) | — | `--remap-exit FROM:TO` turns FROM into TO on the way out |
+//! | any | a step that decides the exit (to Stopping(exit) or Exited) | — | ReleaseSockets, once: keepwell closes its copies of the `--socket`s, so the port closes with the app's own copies and clients are refused as without `--socket`; a restart keeps them, so clients wait in the queue instead |
 //!
 //! # Health (Docker's HEALTHCHECK semantics, plus Kubernetes' success threshold)
 //!
 //! | from | probe | to | why |
 //! | --- | --- | --- | --- |
 //! | starting | success | healthy | the first success ends the start period |
-//! | starting | failure of a probe that started inside the start period | starting | boot time: failures do not count (Docker compares the probe's start, not its end) |
+//! | starting | failure of a probe that started inside the start period | starting | boot time: failures do not count (Docker compares the probe's start, not its end); the first, and each change of reason, is reported |
 //! | starting | `retries` failures after the start period | unhealthy | it never came up |
 //! | healthy | `retries` consecutive failures | unhealthy | one failure is noise; `retries` is a pattern |
 //! | healthy | success | healthy | resets the failure count |
@@ -73,8 +75,12 @@ pub const EXIT_UNHEALTHY: i32 = 3;
 /// keepwell's own exit code when more than `--max-restarts` restarts fell inside the window.
 pub const EXIT_RESTARTS_EXHAUSTED: i32 = 4;
 
-/// The first backoff before a restart; it doubles for every restart already in the window.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The backoff before the first restart in the window: as short as Docker's restart policy.
+/// A one-off crash or an unhealthy app is back as soon as it can boot (with `--socket`,
+/// clients wait in the kernel's queue meanwhile); a crash loop still meets `--max-restarts`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The backoff before the second restart in the window; it doubles for every further one.
+const SECOND_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest backoff, however many restarts came before.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// keepwell's own exit code when COMMAND could not be started for lack of resources (a pids,
@@ -200,10 +206,12 @@ pub enum Event {
     Signal(Signal),
     /// keepwell received a real-time signal (SIGRTMIN..SIGRTMAX), by number: forwarded as is.
     RealtimeSignal(i32),
-    /// A probe finished: success or failure, with what a person would want to know.
+    /// A probe finished: success or failure, with what a person would want to know, and the
+    /// cause without what changes from probe to probe (an age, a command's output).
     ProbeDone {
         ok: bool,
         detail: String,
+        reason: String,
     },
     /// keepwell could not carry out a probe for a reason of its own (no file descriptor left):
     /// says nothing about the app.
@@ -263,6 +271,10 @@ pub enum Action {
     StartProbe,
     /// A probe in flight belongs to a child that is going away: drop it.
     CancelProbe,
+    /// The stop under way ends in keepwell's exit: close the `--socket`s keepwell holds, so the
+    /// port closes once the app has closed its copies and clients are refused (and go
+    /// elsewhere) instead of waiting for a child that will not come. Restarts keep them.
+    ReleaseSockets,
     Exit(i32),
 }
 
@@ -295,6 +307,11 @@ pub enum Report {
     HealthChanged {
         from: Health,
         to: Health,
+        detail: String,
+    },
+    /// A probe failed inside the start period (not counted): the first such failure, and each
+    /// one whose reason differs from the one before, so a misconfigured check shows at once.
+    StartPeriodFailure {
         detail: String,
     },
     Draining {
@@ -371,6 +388,8 @@ struct HealthTrack {
     /// (Docker compares the probe's start with the container's), not on when it ended.
     probing_since: Option<Instant>,
     healthy_once: bool,
+    /// The reason of the last failure reported inside the start period.
+    start_failure_reported: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -521,8 +540,28 @@ impl Machine {
         }
     }
 
+    /// Whether keepwell will exit once the stop under way ends (or exits now).
+    fn exit_decided(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                after: After::Exit(_),
+                ..
+            } | Phase::Exited(_)
+        )
+    }
+
     /// Feed one event; get back what to do.
     pub fn step(&mut self, event: Event, now: Instant) -> Step {
+        let exit_decided_before = self.exit_decided();
+        let mut out = self.step_inner(event, now);
+        if !exit_decided_before && self.exit_decided() {
+            out.act(Action::ReleaseSockets);
+        }
+        out
+    }
+
+    fn step_inner(&mut self, event: Event, now: Instant) -> Step {
         let mut out = Step::default();
         match event {
             Event::Start => {
@@ -547,7 +586,9 @@ impl Machine {
                     out.act(Action::SignalNumber { target, signo });
                 }
             }
-            Event::ProbeDone { ok, detail } => self.on_probe(ok, detail, now, &mut out),
+            Event::ProbeDone { ok, detail, reason } => {
+                self.on_probe(ok, detail, reason, now, &mut out)
+            }
             Event::ProbeInconclusive { detail } => {
                 self.on_probe_inconclusive(detail, now, &mut out)
             }
@@ -567,6 +608,7 @@ impl Machine {
                 probe_due: Some(now + timing.start_interval),
                 probing_since: None,
                 healthy_once: false,
+                start_failure_reported: None,
             },
             // Without a health URL the app is healthy while the child runs.
             None => HealthTrack {
@@ -578,6 +620,7 @@ impl Machine {
                 probe_due: None,
                 probing_since: None,
                 healthy_once: true,
+                start_failure_reported: None,
             },
         }
     }
@@ -677,12 +720,11 @@ impl Machine {
         }
     }
 
-    /// Count the restart and wait out its backoff: 1 s doubling per restart in the window.
+    /// Count the restart and wait out its backoff: 100 ms for the first restart in the window,
+    /// then 1 s doubling per restart already in it, at most 30 s.
     fn schedule_restart(&mut self, cause: StopCause, now: Instant, out: &mut Step) {
         let in_window = self.restarts_in_window(now);
-        let delay = FIRST_BACKOFF
-            .saturating_mul(1u32 << in_window.min(5))
-            .min(MAX_BACKOFF);
+        let delay = backoff(in_window);
         self.restart_times.push_back(now);
         self.restarts_total += 1;
         out.report(Report::RestartScheduled {
@@ -1074,7 +1116,7 @@ impl Machine {
         }
     }
 
-    fn on_probe(&mut self, ok: bool, detail: String, now: Instant, out: &mut Step) {
+    fn on_probe(&mut self, ok: bool, detail: String, reason: String, now: Instant, out: &mut Step) {
         let Some(timing) = self.policy.health.clone() else {
             return;
         };
@@ -1101,6 +1143,12 @@ impl Machine {
             }
         } else {
             track.consecutive_successes = 0;
+            if in_start_period && track.start_failure_reported.as_ref() != Some(&reason) {
+                track.start_failure_reported = Some(reason);
+                out.report(Report::StartPeriodFailure {
+                    detail: detail.clone(),
+                });
+            }
             if !in_start_period {
                 track.consecutive_failures += 1;
                 if track.consecutive_failures >= timing.retries {
@@ -1134,6 +1182,16 @@ impl Machine {
                 self.begin_stop(pid, cause, None, after, now, out);
             }
         }
+    }
+}
+
+/// The delay before a restart, given the restarts already inside the window.
+pub fn backoff(restarts_in_window: u32) -> Duration {
+    match restarts_in_window {
+        0 => FIRST_BACKOFF,
+        n => SECOND_BACKOFF
+            .saturating_mul(1u32 << (n - 1).min(5))
+            .min(MAX_BACKOFF),
     }
 }
 

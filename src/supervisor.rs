@@ -6,8 +6,6 @@
 //! just one more future in that wait, so a hung app can never hold up a signal or a reap.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -16,19 +14,20 @@ use tokio::sync::watch;
 use crate::child;
 use crate::config::Config;
 use crate::leftovers;
-use crate::probe::{self, ProbeResult, ProbeSpec};
+use crate::probe::{self, ProbeFuture, ProbeResult, Prober};
 use crate::reaper;
 use crate::signals::SignalQueue;
+use crate::sockets::HeldSockets;
 use crate::state::{Action, Event, Machine, Report, Scope, Target};
 use crate::status::{unix_now, LastProbe, Snapshot};
-
-type ProbeFuture = Pin<Box<dyn Future<Output = ProbeResult>>>;
 
 pub struct Supervisor {
     command: Vec<String>,
     user: Option<crate::privileges::Identity>,
-    probe_spec: Option<ProbeSpec>,
+    prober: Option<Prober>,
     take_terminal: bool,
+    /// `--socket`: held across restarts, handed to every app child, released before an exit.
+    sockets: HeldSockets,
     machine: Machine,
     signals: SignalQueue,
     pending: VecDeque<Work>,
@@ -68,14 +67,19 @@ impl Supervisor {
         signals: SignalQueue,
         held_back: Vec<i32>,
         take_terminal: bool,
+        sockets: HeldSockets,
         publish: watch::Sender<Snapshot>,
     ) -> Supervisor {
         let snapshot = publish.borrow().clone();
+        let prober = config
+            .probe
+            .map(|spec| Prober::new(spec, config.user.as_ref()));
         let mut supervisor = Supervisor {
             command: config.command,
             user: config.user,
-            probe_spec: config.probe,
+            prober,
             take_terminal,
+            sockets,
             machine: Machine::new(config.policy),
             signals,
             pending: VecDeque::new(),
@@ -178,6 +182,7 @@ impl Supervisor {
                         Event::ProbeDone {
                             ok: result.ok,
                             detail: result.detail,
+                            reason: result.reason,
                         }
                     };
                     self.pending.push_back(Work::Event(event));
@@ -205,6 +210,13 @@ impl Supervisor {
     /// read after this SIGCHLD meet a machine that already knows the child is gone.
     fn reap(&mut self) {
         for (pid, status) in reaper::reap_all() {
+            // A command check's exit goes to the probe waiting for it, never to a waiter of
+            // its own.
+            if let Some(prober) = &self.prober {
+                if prober.claim_exit(pid, status) {
+                    continue;
+                }
+            }
             if Some(pid) == self.child_pid {
                 self.child_pid = None;
                 self.pending
@@ -219,7 +231,16 @@ impl Supervisor {
     fn execute(&mut self, action: Action) -> Option<i32> {
         match action {
             Action::Spawn => {
-                match child::spawn(&self.command, self.user.as_ref(), self.take_terminal) {
+                if let Some(prober) = &mut self.prober {
+                    prober.child_starting();
+                }
+                let handover = self.sockets.handover();
+                match child::spawn(
+                    &self.command,
+                    self.user.as_ref(),
+                    self.take_terminal,
+                    handover.as_ref(),
+                ) {
                     Ok(pid) => {
                         self.child_pid = Some(pid);
                         tracing::info!(
@@ -274,11 +295,20 @@ impl Supervisor {
                 }
             }
             Action::StartProbe => {
-                if let Some(spec) = self.probe_spec.clone() {
-                    self.probe = Some(Box::pin(async move { probe::probe(&spec).await }));
+                if let Some(prober) = &self.prober {
+                    self.probe = Some(prober.start());
                 }
             }
             Action::CancelProbe => self.probe = None,
+            Action::ReleaseSockets => {
+                if !self.sockets.is_empty() {
+                    self.sockets.release();
+                    self.snapshot.sockets = self.sockets.listing();
+                    tracing::debug!(
+                        "closed the held --socket copies: keepwell exits after this stop"
+                    );
+                }
+            }
             Action::Exit(code) => return Some(code),
         }
         None
@@ -367,6 +397,9 @@ fn log_report(report: &Report) {
             } else {
                 tracing::info!(from, to, %detail, "health changed: {from} → {to}");
             }
+        }
+        Report::StartPeriodFailure { detail } => {
+            tracing::info!(%detail, "probe failed in the start period (not counted yet)")
         }
         Report::Draining { signal, drain } => tracing::info!(
             signal = signal.as_str(),

@@ -73,7 +73,8 @@ fn a_hang_is_bounded_by_timeout() {
     assert_eq!(
         out,
         format!(
-            "unhealthy: no answer within 500ms from {} (is the app hung or overloaded?)\n",
+            "unhealthy: no answer within 500ms from {} (is the app hung or overloaded? a slow \
+             health endpoint needs a longer --timeout)\n",
             app.url()
         )
     );
@@ -94,7 +95,11 @@ fn refused_says_is_the_app_listening() {
     assert_eq!(code, 1);
     assert_eq!(
         out,
-        format!("unhealthy: connection refused to 127.0.0.1:{port} (is the app listening?)\n")
+        format!(
+            "unhealthy: connection refused to 127.0.0.1:{port} (is the app listening? keepwell \
+             probed 127.0.0.1:{port}; the app may listen on another address or port, see its \
+             --bind)\n"
+        )
     );
 }
 
@@ -173,18 +178,19 @@ fn a_status_without_a_standard_reason_reads_cleanly() {
 
 #[test]
 fn status_ranges_decide_success() {
-    let redirect = App::http(Behaviour::Status(302));
-    let (code, out) = run(&[&redirect.url()]);
-    assert_eq!(code, 0, "302 is healthy by default: {out}");
+    // A 3xx that is not a redirect (redirects are followed: tests/redirects.rs).
+    let not_modified = App::http(Behaviour::Status(304));
+    let (code, out) = run(&[&not_modified.url()]);
+    assert_eq!(code, 0, "304 is healthy by default: {out}");
     assert_eq!(
         strip_latency(&out),
-        format!("healthy: 302 Found from {}", redirect.url())
+        format!("healthy: 304 Not Modified from {}", not_modified.url())
     );
-    let (code, out) = run(&["--status", "200-299", &redirect.url()]);
+    let (code, out) = run(&["--status", "200-299", &not_modified.url()]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(
         out,
-        format!("unhealthy: 302 Found from {}\n", redirect.url())
+        format!("unhealthy: 304 Not Modified from {}\n", not_modified.url())
     );
 
     let error = App::http(Behaviour::Status(503));
@@ -199,7 +205,12 @@ fn header_sets_the_host_the_app_requires() {
     assert_eq!(code, 1);
     assert_eq!(
         out,
-        format!("unhealthy: 400 Bad Request from {}\n", app.url())
+        format!(
+            "unhealthy: 400 Bad Request from {} (a 400 to a health probe is usually the Host \
+             header: Django answers 400 when the Host is not in ALLOWED_HOSTS; send one it \
+             accepts with --header 'Host: your.domain')\n",
+            app.url()
+        )
     );
     let (code, out) = run(&["--header", "Host: app.example.com", &app.url()]);
     assert_eq!(code, 0, "{out}");
@@ -251,7 +262,11 @@ fn tcp_and_unix_targets() {
     assert_eq!(code, 1);
     assert_eq!(
         out,
-        format!("unhealthy: connection refused to 127.0.0.1:{port} (is the app listening?)\n")
+        format!(
+            "unhealthy: connection refused to 127.0.0.1:{port} (is the app listening? keepwell \
+             probed 127.0.0.1:{port}; the app may listen on another address or port, see its \
+             --bind)\n"
+        )
     );
 
     let unix = App::unix(Behaviour::Status(200));

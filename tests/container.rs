@@ -8,7 +8,9 @@
 //! - a failing /health makes keepwell restart gunicorn inside the container, and a neighbour
 //!   container on the same host network keeps its own verdict;
 //! - `docker stop` drains (/readyz 503), stops the app and ends well inside its 10 s timeout,
-//!   with exit code 0 for gunicorn.
+//!   with exit code 0 for gunicorn;
+//! - under load, the gunicorn example restarted by its unhealthy switch loses no request: the
+//!   image's KEEPWELL_SOCKET keeps the port's queue open while gunicorn restarts.
 //!
 //! Setup is `.ci/docker.sh up` (installs docker.io and debootstrap, starts a private dockerd,
 //! imports the stand-in python image). Without a Docker engine the tests fail when CI is set;
@@ -25,6 +27,10 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// The bounded loopback load generator the `--socket` tests use.
+#[path = "common/load.rs"]
+mod load;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const PYTHON_IMAGE: &str = "keepwell-test/python:bookworm";
@@ -547,6 +553,9 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
     ] {
         let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
         let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+        // The image holds :8000 for gunicorn (KEEPWELL_SOCKET); on the host network each
+        // container holds a port of its own.
+        let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
         let bind = format!("127.0.0.1:{app}");
         let mut opts = extra;
         opts.extend([
@@ -554,6 +563,8 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
             &env_url,
             "-e",
             &env_listen,
+            "-e",
+            &env_socket,
             // Fast probing, so the restart below happens within seconds.
             "-e",
             "KEEPWELL_HEALTH_INTERVAL=1s",
@@ -649,6 +660,102 @@ fn flask_gunicorn_example_is_supervised_restarted_and_stopped_cleanly() {
     eprintln!("docker stop {a} took {took:.1?}");
 }
 
+/// The Flask + gunicorn example under load (tests/support/loadgen.py, loopback): its unhealthy
+/// switch makes keepwell restart gunicorn in place, and with the image's KEEPWELL_SOCKET no
+/// request is lost — clients wait in the held socket's queue while gunicorn restarts.
+#[test]
+fn flask_gunicorn_example_restarted_by_its_unhealthy_switch_under_load_loses_no_request() {
+    let Some(env) = env() else { return };
+    let docker = &env.docker;
+    let mut cleanup = Cleanup::new(docker);
+    let keepwell = build_keepwell_image(env, &mut cleanup, &unique("flask-load"));
+    let image = build_example(env, &mut cleanup, "flask-gunicorn", &keepwell);
+
+    let (app, listen) = (free_port(), free_port());
+    let name = unique("flask-load");
+    let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
+    let opts = [
+        "-e",
+        &env_url,
+        "-e",
+        &env_listen,
+        "-e",
+        &env_socket,
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=500ms",
+        "-e",
+        "KEEPWELL_HEALTH_RETRIES=2",
+    ];
+    // The image's own CMD: its --bind is ignored, gunicorn serves the socket keepwell holds.
+    start(env, &mut cleanup, &name, &opts, &image, &[]);
+    docker.wait_healthy(&name);
+
+    let served_in_turn = |when: &str| {
+        let mut served = 0;
+        wait_for(
+            HEALTHY_DEADLINE,
+            &format!("100 requests served {when}"),
+            || docker.describe(&name),
+            || {
+                if http_status(app, "/") == Some(200) {
+                    served += 1;
+                }
+                (served >= 100).then_some(())
+            },
+        );
+    };
+    let load = load::start(
+        app,
+        30,
+        200,
+        Duration::from_secs(15),
+        Duration::from_secs(120),
+    );
+    served_in_turn("before the restart");
+    let master = docker
+        .child_of_pid1(&name)
+        .expect("gunicorn runs under keepwell");
+    let (status, out) = docker.exec(&name, &["touch", "/dev/shm/unhealthy"]);
+    assert!(status.success(), "touch /dev/shm/unhealthy: {out}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell to stop the unhealthy gunicorn",
+        || docker.describe(&name),
+        || {
+            docker
+                .logs(&name)
+                .contains("stopping the child")
+                .then_some(())
+        },
+    );
+    let (status, out) = docker.exec(&name, &["rm", "/dev/shm/unhealthy"]);
+    assert!(status.success(), "rm /dev/shm/unhealthy: {out}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "a new gunicorn master, healthy",
+        || docker.describe(&name),
+        || {
+            let healthy = docker.logs(&name).matches("starting → healthy").count() >= 2;
+            docker
+                .child_of_pid1(&name)
+                .filter(|pid| *pid != master && healthy)
+        },
+    );
+    served_in_turn("after the restart");
+    let report = load.finish();
+    eprintln!("under load through the restart: {}", report.summary());
+    assert!(report.ok > 100, "the load ran: {}", report.raw);
+    assert_eq!(
+        report.lost(),
+        0,
+        "requests lost while keepwell restarted gunicorn: {}\n{}",
+        report.raw,
+        docker.describe(&name)
+    );
+}
+
 /// The FastAPI + uvicorn example becomes healthy under keepwell and stops promptly.
 #[test]
 fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
@@ -662,15 +769,23 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
     let name = unique("fastapi");
     let env_url = format!("KEEPWELL_HEALTH_URL=http://127.0.0.1:{app}/health");
     let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
-    let port = app.to_string();
-    let opts = ["--read-only", "-e", &env_url, "-e", &env_listen];
+    // The image's CMD serves the socket keepwell holds (--fd 3); on the host network it holds
+    // a port of the test's.
+    let env_socket = format!("KEEPWELL_SOCKET=127.0.0.1:{app}");
+    let opts = [
+        "--read-only",
+        "-e",
+        &env_url,
+        "-e",
+        &env_listen,
+        "-e",
+        &env_socket,
+    ];
     let cmd = [
         "uvicorn",
         "main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
+        "--fd",
+        "3",
         "--workers",
         "1",
         "--timeout-graceful-shutdown",
@@ -705,4 +820,126 @@ fn fastapi_uvicorn_example_becomes_healthy_and_stops_promptly() {
         "uvicorn shut down gracefully:\n{logs}"
     );
     eprintln!("docker stop {name} took {took:.1?}");
+}
+
+/// Debian's redis-server on the host network, the broker of the Celery example; killed on drop.
+struct HostRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HostRedis {
+    fn start() -> HostRedis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server; tests/run.sh does)");
+        let redis = HostRedis { child, port };
+        wait_for(
+            Duration::from_secs(20),
+            "redis-server to accept connections",
+            String::new,
+            || {
+                TcpStream::connect(("127.0.0.1", redis.port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+        redis
+    }
+}
+
+impl Drop for HostRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Celery example: healthy from its heartbeat file (no HTTP at all), keepwell at PID 1 and
+/// nobody root, a stopped worker goes stale and is replaced, `docker stop` is a warm shutdown
+/// with exit 0.
+#[test]
+fn celery_worker_example_is_healthy_from_its_heartbeat_and_a_stopped_worker_is_replaced() {
+    let Some(env) = env() else { return };
+    let docker = &env.docker;
+    let redis = HostRedis::start();
+    let mut cleanup = Cleanup::new(docker);
+    let keepwell = build_keepwell_image(env, &mut cleanup, &unique("celery"));
+    let image = build_example(env, &mut cleanup, "celery-worker", &keepwell);
+
+    let name = unique("celery");
+    let listen = free_port();
+    let broker = format!("CELERY_BROKER_URL=redis://127.0.0.1:{}/0", redis.port);
+    let env_listen = format!("KEEPWELL_LISTEN=127.0.0.1:{listen}");
+    // Beats every second and a 4 s max age, so the restart below comes within seconds.
+    let opts = [
+        "--read-only",
+        "-e",
+        &broker,
+        "-e",
+        &env_listen,
+        "-e",
+        "HEARTBEAT_SECONDS=1",
+        "-e",
+        "KEEPWELL_HEALTH_MAX_AGE=4s",
+        "-e",
+        "KEEPWELL_HEALTH_INTERVAL=1s",
+    ];
+    start(env, &mut cleanup, &name, &opts, &image, &[]);
+    docker.wait_healthy(&name);
+    assert_pid1_keepwell_and_no_root(docker, &name);
+    let (code, verdict) = check(docker, &name);
+    assert_eq!(code, 0, "keepwell check in {name}: {verdict}");
+    assert!(
+        verdict.contains("heartbeat /dev/shm/worker-heartbeat written"),
+        "the verdict comes from the heartbeat: {verdict}"
+    );
+    let (code, direct) = docker.exec(
+        &name,
+        &["keepwell", "check", "file:/dev/shm/worker-heartbeat"],
+    );
+    assert_eq!(code.code(), Some(0), "{direct}");
+
+    // A stopped worker writes no heartbeat: keepwell replaces it.
+    let worker = docker
+        .child_of_pid1(&name)
+        .expect("the worker runs under keepwell");
+    let (status, out) = docker.exec(&name, &["sh", "-c", &format!("kill -STOP {worker}")]);
+    assert!(status.success(), "kill -STOP {worker} in {name}: {out}");
+    let replaced = wait_for(
+        Duration::from_secs(40),
+        "keepwell to replace the stopped worker",
+        || docker.describe(&name),
+        || docker.child_of_pid1(&name).filter(|pid| *pid != worker),
+    );
+    let logs = docker.logs(&name);
+    assert!(
+        logs.contains("was written") && logs.contains("longer than --health-max-age 4s"),
+        "keepwell's logs name the stale heartbeat:\n{logs}"
+    );
+    eprintln!("the stopped worker {worker} was replaced by {replaced}");
+    wait_for(
+        HEALTHY_DEADLINE,
+        "keepwell check to report healthy again",
+        || docker.describe(&name),
+        || (check(docker, &name).0 == 0).then_some(()),
+    );
+
+    // docker stop: TERM is Celery's warm shutdown; keepwell exits with the worker's 0.
+    let started = Instant::now();
+    docker.ok(&["stop", "-t", "20", &name], Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "docker stop took {took:?}");
+    assert_eq!(
+        docker.inspect(&name, "{{.State.ExitCode}}"),
+        "0",
+        "{}",
+        docker.describe(&name)
+    );
+    let logs = docker.logs(&name);
+    assert!(logs.contains("worker: Warm shutdown"), "{logs}");
 }

@@ -15,6 +15,8 @@ for tool in unshare nsenter setpriv; do
 done
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The Celery tests start Debian's Redis as the broker (tests/celery.rs).
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     apt-get update -qq

@@ -31,7 +31,7 @@ fn rejected(args: &[&str], env: &[(&str, &str)]) -> String {
 const DURATION: &str = "expected a duration such as 500ms, 10s, 2m or 1h";
 const ABOVE_ZERO: &str = "expected a duration above zero, such as 1s";
 const SIGNAL: &str = "expected a signal name such as TERM, SIGQUIT or a number such as 15";
-const URL: &str = "expected http://HOST:PORT/PATH, tcp://HOST:PORT or unix:SOCKET:/PATH";
+const URL: &str = "expected http://HOST:PORT/PATH, tcp://HOST:PORT, unix:SOCKET:/PATH, file:PATH or grpc://HOST:PORT[/SERVICE]";
 const STATUS: &str = "expected status codes or ranges from 100 to 599, such as 200-299,304";
 const HEADER: &str = "expected 'Name: value', such as 'Host: example.com'";
 const LISTEN: &str = "expected an address such as :9000, 0.0.0.0:9000 or 127.0.0.1:9000";
@@ -138,7 +138,7 @@ fn check_usage_errors() {
         (&["check", "http://127.0.0.1:99999/health"], "TARGET \"http://127.0.0.1:99999/health\" is not valid: port \"99999\" is not a number from 1 to 65535; expected http://HOST:PORT/PATH".into()),
         (&["check", "--status", "2xx", "http://127.0.0.1:8000/health"], format!("--status \"2xx\" is not valid: {STATUS}")),
         (&["check", "--header", "nocolon", "http://127.0.0.1:8000/health"], format!("--header \"nocolon\" is not valid: {HEADER}")),
-        (&["check", "--status", "200"], "--status, --header and --body need a TARGET URL: without one, keepwell check asks the supervisor, which probes with its own --health-* settings".into()),
+        (&["check", "--status", "200"], "--status, --header, --body and --max-age need a TARGET URL: without one, keepwell check asks the supervisor, which probes with its own --health-* settings".into()),
     ];
     for (args, expected) in cases {
         assert_eq!(

@@ -88,7 +88,8 @@ enum SpawnPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ProbeEnd {
     Ok,
-    Failed,
+    /// Failed, for one of two reasons (a status, a refused connection).
+    Failed(u8),
     Inconclusive,
 }
 
@@ -296,7 +297,7 @@ fn decode_move(kind: u8, a: u16, b: u8) -> Move {
         10 => Move::LeftoversReact,
         11 => Move::Unstick,
         12 => Move::ProbeEnds(ProbeEnd::Ok),
-        13 => Move::ProbeEnds(ProbeEnd::Failed),
+        13 => Move::ProbeEnds(ProbeEnd::Failed(b & 1)),
         14 => Move::ProbeEnds(ProbeEnd::Inconclusive),
         _ => Move::SpuriousTick,
     }
@@ -342,6 +343,8 @@ struct Docker {
     healthy_once: bool,
     /// When the next probe is due; `None` while one runs.
     due: Option<u64>,
+    /// The last boot-time failure reported.
+    boot_failure_reported: Option<ProbeEnd>,
 }
 
 impl Docker {
@@ -354,6 +357,7 @@ impl Docker {
                 success_streak: 0,
                 healthy_once: true,
                 due: None,
+                boot_failure_reported: None,
             },
             Some(timing) => Docker {
                 status: Health::Starting,
@@ -362,11 +366,15 @@ impl Docker {
                 success_streak: 0,
                 healthy_once: false,
                 due: Some(now + ms(timing.start_interval)),
+                boot_failure_reported: None,
             },
         }
     }
 
-    fn result(&mut self, end: ProbeEnd, probe_start: u64, now: u64, timing: &HealthTiming) {
+    /// Takes a probe's result; true when it is a boot-time failure to report (README: the first,
+    /// and each change of reason).
+    fn result(&mut self, end: ProbeEnd, probe_start: u64, now: u64, timing: &HealthTiming) -> bool {
+        let mut report = false;
         match end {
             ProbeEnd::Ok => {
                 self.failing_streak = 0;
@@ -381,11 +389,14 @@ impl Docker {
                     self.healthy_once = true;
                 }
             }
-            ProbeEnd::Failed => {
+            ProbeEnd::Failed(_) => {
                 self.success_streak = 0;
                 let boot_time = self.status == Health::Starting
                     && probe_start - self.started_at < ms(timing.start_period);
-                if !boot_time {
+                if boot_time {
+                    report = self.boot_failure_reported != Some(end);
+                    self.boot_failure_reported = Some(end);
+                } else {
                     self.failing_streak += 1;
                     if self.failing_streak >= timing.retries {
                         self.status = Health::Unhealthy;
@@ -401,6 +412,7 @@ impl Docker {
             timing.interval
         };
         self.due = Some(now + ms(wait));
+        report
     }
 }
 
@@ -446,6 +458,14 @@ struct Leftover {
     temper: Temper,
     dying: bool,
     sigkilled: bool,
+}
+
+fn failure_reason(which: u8) -> &'static str {
+    if which == 0 {
+        "503 Service Unavailable"
+    } else {
+        "connection refused"
+    }
 }
 
 /// Signals whose default action is not to terminate: nobody dies of them.
@@ -501,6 +521,8 @@ struct World<'t> {
     restarts: Vec<u64>,
     backoff_until: Option<u64>,
     exited: Option<i32>,
+    /// The exit is decided: a stop under way ends in it, or keepwell exits.
+    exit_decided: bool,
     queue: VecDeque<Event>,
     trace: VecDeque<String>,
     totals: &'t Totals,
@@ -527,6 +549,7 @@ impl<'t> World<'t> {
             restarts: Vec::new(),
             backoff_until: None,
             exited: None,
+            exit_decided: false,
             queue: VecDeque::new(),
             trace: VecDeque::new(),
             totals,
@@ -598,8 +621,13 @@ impl<'t> World<'t> {
     }
 
     /// README: 1 s doubling per restart already in the window, at most 30 s.
+    /// README: 100 ms when it is the first in the window, then 1 s, 2 s, 4 s, … doubling per
+    /// restart already in the window, at most 30 s.
     fn backoff(&self, in_window: u32) -> u64 {
-        (1_000u64 << in_window.min(5)).min(30_000)
+        match in_window {
+            0 => 100,
+            n => (1_000u64 << (n - 1).min(5)).min(30_000),
+        }
     }
 
     /// A stop signal to a target, then SIGCONT to the same target.
@@ -876,18 +904,26 @@ impl<'t> World<'t> {
                     .expect("probes only with a health URL");
                 let docker = self.docker.as_mut().expect("probes only for a child");
                 let was = docker.status;
-                docker.result(end, probe_start, now, &timing);
-                let became_unhealthy =
-                    was != Health::Unhealthy && docker.status == Health::Unhealthy;
-                self.totals.note(match (end, was, docker.status) {
+                let report = docker.result(end, probe_start, now, &timing);
+                let (status, failing_streak) = (docker.status, docker.failing_streak);
+                let reported = step
+                    .reports
+                    .iter()
+                    .filter(|r| matches!(r, Report::StartPeriodFailure { .. }))
+                    .count();
+                self.require(reported == usize::from(report), || {
+                    format!("{reported} start-period failures reported, wanted {report}")
+                });
+                let became_unhealthy = was != Health::Unhealthy && status == Health::Unhealthy;
+                self.totals.note(match (end, was, status) {
                     (ProbeEnd::Inconclusive, ..) => "probe inconclusive",
                     (_, Health::Unhealthy, Health::Healthy) => "health: recovered",
                     (_, Health::Unhealthy, _) => "health: still unhealthy",
                     (_, _, Health::Unhealthy) => "health: turned unhealthy",
-                    (ProbeEnd::Failed, Health::Starting, _) if docker.failing_streak == 0 => {
+                    (ProbeEnd::Failed(_), Health::Starting, _) if failing_streak == 0 => {
                         "health: boot-time failure not counted"
                     }
-                    (ProbeEnd::Failed, ..) => "health: failure counted",
+                    (ProbeEnd::Failed(_), ..) => "health: failure counted",
                     (ProbeEnd::Ok, ..) => "health: success",
                 });
                 if before.phase == "running"
@@ -1028,6 +1064,24 @@ impl<'t> World<'t> {
                 format!(
                     "probes started: {}, wanted {want_probe}",
                     count(&Action::StartProbe)
+                )
+            },
+        );
+        // --socket: keepwell lets go of the held sockets once, in the step that decides the exit;
+        // never for a restart.
+        let decided = want_exit.is_some()
+            || self
+                .stop
+                .as_ref()
+                .is_some_and(|stop| stop.intent != Intent::Restart);
+        let want_release = decided && !self.exit_decided;
+        self.exit_decided |= decided;
+        self.require(
+            count(&Action::ReleaseSockets) == usize::from(want_release),
+            || {
+                format!(
+                    "sockets released {} times, wanted {want_release}",
+                    count(&Action::ReleaseSockets)
                 )
             },
         );
@@ -1213,6 +1267,7 @@ impl<'t> World<'t> {
                     }
                 }
                 Action::CancelProbe => self.probe = None,
+                Action::ReleaseSockets => {}
                 Action::Exit(code) => self.exited = Some(*code),
             }
         }
@@ -1496,10 +1551,12 @@ impl<'t> World<'t> {
                         ProbeEnd::Ok => Event::ProbeDone {
                             ok: true,
                             detail: "200 OK".into(),
+                            reason: "200 OK".into(),
                         },
-                        ProbeEnd::Failed => Event::ProbeDone {
+                        ProbeEnd::Failed(reason) => Event::ProbeDone {
                             ok: false,
-                            detail: "503 Service Unavailable".into(),
+                            detail: format!("{} (probe {})", failure_reason(*reason), self.now),
+                            reason: failure_reason(*reason).into(),
                         },
                         ProbeEnd::Inconclusive => Event::ProbeInconclusive {
                             detail: "Too many open files (os error 24)".into(),

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod http;
+pub mod load;
 pub mod prometheus;
 pub mod switch_app;
 pub mod venv;

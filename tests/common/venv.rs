@@ -1,5 +1,8 @@
 //! The virtualenv with real gunicorn and Flask from PyPI that the end-to-end tests run.
 //!
+//! `health_venv()` is a second one, made the same way from tests/support/health-requirements.txt
+//! (`health-venv` beside `e2e-venv`): Celery with Redis and grpcio for the health-kind tests.
+//!
 //! Created once at `$TMPDIR/keepwell-e2e/<hash>/e2e-venv` and shared by every test process
 //! (nextest runs each test in a process of its own): an exclusive `flock` on `e2e-venv.lock`
 //! beside it makes one process build it while the others wait. The hash is of the pinned
@@ -22,6 +25,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// The pinned requirements, relative to the crate root.
 const REQUIREMENTS: &str = "tests/support/e2e-requirements.txt";
+/// The second venv's: Celery with Redis, grpcio with its health service (tests/celery.rs,
+/// tests/grpc.rs).
+const HEALTH_REQUIREMENTS: &str = "tests/support/health-requirements.txt";
 
 /// The interpreter the venv is built from. A system Python is preferred: a venv links back to
 /// its interpreter and standard library, and one under /root (pyenv) cannot be read by the
@@ -62,11 +68,28 @@ fn run(command: &mut Command, what: &str) {
 
 /// The path of a venv with the pinned gunicorn and Flask installed; builds it when needed.
 pub fn venv() -> PathBuf {
+    venv_from(REQUIREMENTS, "e2e-venv")
+}
+
+/// The venv of tests/support/sockets-requirements.txt: gunicorn 27 and uvicorn, for the
+/// `--socket` tests (held sockets, restarts under load).
+pub fn sockets_venv() -> PathBuf {
+    venv_from("tests/support/sockets-requirements.txt", "sockets-venv")
+}
+
+/// The path of a venv with the pinned Celery (Redis) and grpcio installed; builds it when needed.
+pub fn health_venv() -> PathBuf {
+    venv_from(HEALTH_REQUIREMENTS, "health-venv")
+}
+
+/// A venv named `name` with `requirements` (relative to the crate root) installed.
+fn venv_from(requirements: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Under the temp dir, not target/: the --user test runs gunicorn as nobody, which must be
     // able to reach the venv wherever the repository was cloned (a clone under /root is not).
-    let requirements = root.join(REQUIREMENTS);
-    let pins = fs::read(&requirements).expect("read tests/support/e2e-requirements.txt");
+    let shown = requirements;
+    let requirements = root.join(requirements);
+    let pins = fs::read(&requirements).unwrap_or_else(|e| panic!("read {shown}: {e}"));
     let python = base_python();
     let version =
         super::run_with_deadline(Command::new(&python).arg("--version"), super::RUN_DEADLINE);
@@ -81,10 +104,11 @@ pub fn venv() -> PathBuf {
     for dir in [&parent, &target] {
         let _ = fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     }
-    let venv = target.join("e2e-venv");
+    let venv = target.join(name);
     let marker = venv.join(".keepwell-requirements-hash");
 
-    let lock_file = fs::File::create(target.join("e2e-venv.lock")).expect("create the lock file");
+    let lock_file =
+        fs::File::create(target.join(format!("{name}.lock"))).expect("create the lock file");
     // Held until this function returns: the venv is complete (or absent) for everyone else.
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
@@ -106,7 +130,7 @@ pub fn venv() -> PathBuf {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--no-input", "--retries", "2", "-r"])
             .arg(&requirements),
-        "pip install -r tests/support/e2e-requirements.txt (is PyPI reachable?)",
+        &format!("pip install -r {shown} (is PyPI reachable?)"),
     );
     fs::write(&marker, &hash).expect("write the e2e venv marker");
     eprintln!(

@@ -1,0 +1,582 @@
+//! `http://HOST:PORT/PATH` and `unix:SOCKET:/PATH`: an HTTP/1.1 GET, judged as the kubelet's
+//! httpGet judges it.
+//!
+//! Redirects to the same host are followed, at most 10, and the final answer is judged; a
+//! redirect to another host (or to https) is not followed and the redirect itself is judged, as
+//! the kubelet does, with the detail saying so. "The same host" is the host of the URL or the
+//! `Host` header keepwell sent: the app redirecting to the name it was asked by is redirecting
+//! to itself. `--health-header`s go with every request of the chain.
+//!
+//! Bounded as every probe is: the response head and the body read are each at most 64 KiB (no
+//! body at all unless `--health-body` needs it), and the whole chain is under the probe's one
+//! timeout. Failure details name the fix for the usual causes: a 400 is most often Django's
+//! `ALLOWED_HOSTS`, a 404 the path.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{host_port, tcp, Failure, Mode, Outcome, ProbeSpec, Target};
+
+/// The most of a response body (and of a response head) keepwell ever reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// As many redirects as the kubelet (and Go's http client) follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// `200-399`, `200`, `200-299,304`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRanges(Vec<(u16, u16)>);
+
+impl Default for StatusRanges {
+    /// 200-399, as Kubernetes' httpGet probes count success.
+    fn default() -> Self {
+        StatusRanges(vec![(200, 399)])
+    }
+}
+
+impl StatusRanges {
+    pub fn parse(text: &str) -> Option<StatusRanges> {
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let (low, high) = match part.split_once('-') {
+                Some((low, high)) => (low.trim().parse().ok()?, high.trim().parse().ok()?),
+                None => {
+                    let code: u16 = part.parse().ok()?;
+                    (code, code)
+                }
+            };
+            if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+                return None;
+            }
+            ranges.push((low, high));
+        }
+        Some(StatusRanges(ranges))
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        self.0
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&code))
+    }
+}
+
+/// The lines of a header option: one per line, and `\n` (backslash, n) separates them too,
+/// since a Dockerfile `ENV` cannot hold a newline. No character a header value may hold is
+/// left for a separator (RFC 9110 allows every visible character in a value), and a literal
+/// backslash-n in a header value is rare enough to give up.
+pub fn split_headers(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .flat_map(|line| line.split("\\n"))
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| !line.trim().is_empty())
+}
+
+/// `Name: value`, checked against what HTTP allows; the error says what is wrong.
+pub fn parse_header(line: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = line.split_once(':') else {
+        return Err("expected 'Name: value', such as 'Host: example.com'".into());
+    };
+    let (name, value) = (name.trim(), value.trim());
+    if name.is_empty() {
+        return Err("the header name before ':' is empty".into());
+    }
+    // RFC 9110 token characters.
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if let Some(bad) = name.chars().find(|c| !tchar(*c)) {
+        return Err(format!(
+            "the header name {name:?} has {bad:?}, which HTTP does not allow in a name \
+             (letters, digits and !#$%&'*+-.^_`|~ only)"
+        ));
+    }
+    // Visible ASCII, space and tab: what HTTP/1.1 senders may put in a field value.
+    let allowed = |c: char| c == ' ' || c == '\t' || c.is_ascii_graphic();
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        let what = if bad.is_ascii_control() {
+            "a control character"
+        } else {
+            "a character outside ASCII"
+        };
+        return Err(format!(
+            "the value of {name} has {bad:?}, {what}, which HTTP does not allow in a header \
+             value (several headers: one per line, or separated by \\n)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Where one request of the chain goes.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Unix { socket: String },
+}
+
+/// One request of the chain: where, which path, and the Host it names by default.
+#[derive(Clone, Debug)]
+struct Hop {
+    endpoint: Endpoint,
+    path: String,
+    /// The authority of this hop's URL, sent as Host unless a `Host` header was given.
+    authority: String,
+}
+
+impl Hop {
+    fn url(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Tcp { .. } => format!("http://{}{}", self.authority, self.path),
+            Endpoint::Unix { socket } => format!("unix:{socket}:{}", self.path),
+        }
+    }
+}
+
+fn authority(host: &str, port: u16) -> String {
+    if port == 80 {
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        }
+    } else {
+        host_port(host, port)
+    }
+}
+
+/// What one request found.
+enum Answer {
+    Final(Outcome),
+    /// A redirect that may be followed: the summary (`301 Moved Permanently from …`) and where.
+    Redirect {
+        summary: String,
+        location: String,
+    },
+}
+
+/// The probe: follow the chain, judge the last answer.
+pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
+    let (mut hop, asked_host) = match &spec.target {
+        Target::Http { host, port, path } => (
+            Hop {
+                endpoint: Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                path: path.clone(),
+                authority: authority(host, *port),
+            },
+            host.clone(),
+        ),
+        Target::Unix { socket, path } => (
+            Hop {
+                endpoint: Endpoint::Unix {
+                    socket: socket.clone(),
+                },
+                path: path.clone(),
+                authority: "localhost".into(),
+            },
+            "localhost".to_string(),
+        ),
+        other => unreachable!("http::probe is only dispatched for HTTP targets, not {other:?}"),
+    };
+    let custom_host = spec
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| strip_port(v).to_ascii_lowercase());
+    let first_url = hop.url();
+    let mut redirects = 0;
+    loop {
+        let (summary, location) = match get(spec, &hop).await? {
+            Answer::Final(outcome) => {
+                return match redirects {
+                    0 => outcome,
+                    n => {
+                        let after = format!(
+                            " (after {n} redirect{} from {first_url})",
+                            if n == 1 { "" } else { "s" }
+                        );
+                        outcome.map(|d| d + &after).map_err(|f| Failure {
+                            detail: f.detail + &after,
+                            ..f
+                        })
+                    }
+                };
+            }
+            Answer::Redirect { summary, location } => (summary, location),
+        };
+        let shown_location = location.chars().take(200).collect::<String>();
+        let next = match follow(&hop, &location, &asked_host, custom_host.as_deref()) {
+            Ok(next) => next,
+            Err(why) => {
+                // Not followed: the redirect is the final answer, as the kubelet judges it.
+                let detail =
+                    format!("{summary} (a redirect to {shown_location:?}, {why}: not followed)");
+                return judge_status(spec, redirect_code(&summary), detail);
+            }
+        };
+        if redirects == MAX_REDIRECTS {
+            return Err(Failure::new(
+                "redirect loop",
+                format!(
+                    "stopped after {MAX_REDIRECTS} redirects from {first_url}; the last one, \
+                     {summary}, points to {shown_location:?} (a redirect loop? probe the final \
+                     path directly)"
+                ),
+            ));
+        }
+        redirects += 1;
+        hop = next;
+    }
+}
+
+fn redirect_code(summary: &str) -> u16 {
+    summary
+        .split(' ')
+        .next()
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(302)
+}
+
+fn judge_status(spec: &ProbeSpec, code: u16, detail: String) -> Outcome {
+    if spec.status.contains(code) {
+        Ok(detail)
+    } else {
+        Err(Failure::new(format!("http {code}"), detail))
+    }
+}
+
+/// `example.com:8000` → `example.com`; `[::1]:80` → `::1`.
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The hop a `Location` leads to, or why it is not followed.
+fn follow(
+    from: &Hop,
+    location: &str,
+    asked_host: &str,
+    custom_host: Option<&str>,
+) -> Result<Hop, String> {
+    let location = location.trim();
+    let location = location.split('#').next().unwrap_or(location);
+    if location.starts_with("https://") {
+        return Err(
+            "to https, which keepwell does not speak (exempt the health path from the HTTPS \
+             redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
+                .into(),
+        );
+    }
+    let absolute = location
+        .strip_prefix("http://")
+        .or_else(|| location.strip_prefix("//"));
+    let Some(rest) = absolute else {
+        if location.contains("://") {
+            return Err("to another scheme".into());
+        }
+        return Ok(Hop {
+            path: resolve_path(&from.path, location),
+            ..from.clone()
+        });
+    };
+    let (authority_text, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    let host = strip_port(authority_text).to_ascii_lowercase();
+    if custom_host == Some(host.as_str()) {
+        // The app names itself by the Host it was sent: same place, next path.
+        return Ok(Hop {
+            path,
+            ..from.clone()
+        });
+    }
+    if !host.eq_ignore_ascii_case(asked_host) {
+        return Err("another host".into());
+    }
+    match &from.endpoint {
+        Endpoint::Unix { .. } => Ok(Hop {
+            path,
+            ..from.clone()
+        }),
+        Endpoint::Tcp { host, .. } => {
+            let port = match super::split_host_port(authority_text, Some(80)) {
+                Ok((_, port)) => port,
+                Err(_) => return Err("to an address keepwell cannot read".into()),
+            };
+            Ok(Hop {
+                endpoint: Endpoint::Tcp {
+                    host: host.clone(),
+                    port,
+                },
+                path,
+                authority: authority(host, port),
+            })
+        }
+    }
+}
+
+/// A relative reference (`health/`, `?x=1`, `/health/`) against the current path.
+fn resolve_path(current: &str, reference: &str) -> String {
+    if reference.starts_with('/') {
+        return reference.to_string();
+    }
+    let current_path = current.split('?').next().unwrap_or(current);
+    if reference.starts_with('?') {
+        return format!("{current_path}{reference}");
+    }
+    if reference.is_empty() {
+        return current.to_string();
+    }
+    let dir = match current_path.rfind('/') {
+        Some(i) => &current_path[..=i],
+        None => "/",
+    };
+    format!("{dir}{reference}")
+}
+
+/// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
+/// once per socket type (it is the largest part of a probe in the binary).
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
+
+/// One request of the chain on a connection of its own.
+async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
+    let stream: Box<dyn Socket> = match &hop.endpoint {
+        Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
+        Endpoint::Unix { socket } => Box::new(
+            tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| tcp::connect_error(&e, socket))?,
+        ),
+    };
+    let shown = hop.url();
+    let bad =
+        |e: hyper::Error| Failure::new("bad response", format!("bad response from {shown}: {e}"));
+    // The response head is bounded by the same 64 KiB as the body, and so is the read buffer:
+    // hyper's defaults would take some 400 KiB of headers from a broken app.
+    let (mut sender, connection) = http1::Builder::new()
+        .max_header_size(BODY_LIMIT)
+        .max_buf_size(BODY_LIMIT)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(bad)?;
+
+    let mut request =
+        hyper::Request::get(hop.path.as_str()).header(hyper::header::USER_AGENT, "keepwell");
+    let custom_host = spec
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if !custom_host {
+        request = request.header(hyper::header::HOST, hop.authority.as_str());
+    }
+    for (name, value) in &spec.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| {
+        Failure::new(
+            "bad request",
+            format!("cannot build the request for {shown}: {e}"),
+        )
+    })?;
+
+    // The connection is driven here, not spawned: when the timeout drops this future, the
+    // socket closes with it and nothing of a hung app lingers.
+    let exchange = async {
+        let response = sender.send_request(request).await.map_err(bad)?;
+        let status = response.status();
+        let code = status.as_u16();
+        let summary = match status.canonical_reason() {
+            Some(reason) => format!("{code} {reason} from {shown}"),
+            None => format!("{code} from {shown}"),
+        };
+        let location = response
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|l| l.to_str().ok());
+        if matches!(code, 301 | 302 | 303 | 307 | 308) {
+            if let Some(location) = location {
+                return Ok(Answer::Redirect {
+                    summary,
+                    location: location.to_string(),
+                });
+            }
+        }
+        if !spec.status.contains(code) {
+            let hint = status_hint(code, spec.mode);
+            return Ok(Answer::Final(Err(Failure::new(
+                format!("http {code}"),
+                format!("{summary}{hint}"),
+            ))));
+        }
+        let Some(needle) = &spec.body else {
+            return Ok(Answer::Final(Ok(summary)));
+        };
+        let mut body = response.into_body();
+        let mut seen: Vec<u8> = Vec::new();
+        while seen.len() < BODY_LIMIT {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => return Err(bad(e)),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let room = BODY_LIMIT - seen.len();
+                        seen.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+            }
+            if contains(&seen, needle.as_bytes()) {
+                return Ok(Answer::Final(Ok(summary)));
+            }
+        }
+        if contains(&seen, needle.as_bytes()) {
+            Ok(Answer::Final(Ok(summary)))
+        } else {
+            Ok(Answer::Final(Err(Failure::new(
+                "body mismatch",
+                format!(
+                    "{summary}, but its body (first {} KiB) does not contain {needle:?}",
+                    BODY_LIMIT / 1024
+                ),
+            ))))
+        }
+    };
+    tokio::pin!(connection);
+    tokio::pin!(exchange);
+    let mut connection_done = false;
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            result = &mut connection, if !connection_done => {
+                connection_done = true;
+                result.map_err(bad)?;
+            }
+        }
+    }
+}
+
+/// The fix for the status codes a misconfigured probe usually gets.
+fn status_hint(code: u16, mode: Mode) -> String {
+    let header = mode.flag("header");
+    match code {
+        400 => format!(
+            " (a 400 to a health probe is usually the Host header: Django answers 400 when the \
+             Host is not in ALLOWED_HOSTS; send one it accepts with {header} 'Host: your.domain')"
+        ),
+        401 | 403 => format!(
+            " (the health path wants credentials: exempt it from authentication, or send them \
+             with {header})"
+        ),
+        404 => " (is the path right? the app has no such page; probe the path of its health \
+                endpoint, e.g. /health or /health/)"
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_hop(path: &str) -> Hop {
+        Hop {
+            endpoint: Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8000,
+            },
+            path: path.into(),
+            authority: "127.0.0.1:8000".into(),
+        }
+    }
+
+    #[test]
+    fn status_ranges() {
+        let default = StatusRanges::default();
+        assert!(default.contains(200) && default.contains(302) && !default.contains(404));
+        let ranges = StatusRanges::parse("200-299,304").unwrap();
+        assert!(ranges.contains(204) && ranges.contains(304) && !ranges.contains(302));
+        for bad in ["", "abc", "300-200", "99", "600", "200-", "200,,300"] {
+            assert!(StatusRanges::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_against_http() {
+        assert_eq!(
+            parse_header("Host: example.com"),
+            Ok(("Host".into(), "example.com".into()))
+        );
+        assert!(parse_header("no colon")
+            .unwrap_err()
+            .contains("'Name: value'"));
+        assert!(parse_header("bad name: x").unwrap_err().contains("' '"));
+        assert!(parse_header(": x").unwrap_err().contains("empty"));
+        assert!(parse_header("X-A: a\u{1}b")
+            .unwrap_err()
+            .contains("control character"));
+        assert!(parse_header("X-A: café")
+            .unwrap_err()
+            .contains("outside ASCII"));
+        assert_eq!(
+            parse_header("Cookie: a=1; b=2|3"),
+            Ok(("Cookie".into(), "a=1; b=2|3".into()))
+        );
+    }
+
+    #[test]
+    fn headers_split_on_newlines_and_backslash_n() {
+        let lines: Vec<&str> = split_headers("Host: a\\nX-Probe: b\nX-C: c\r\n\n").collect();
+        assert_eq!(lines, ["Host: a", "X-Probe: b", "X-C: c"]);
+    }
+
+    #[test]
+    fn relative_redirects_resolve_against_the_current_path() {
+        assert_eq!(resolve_path("/health", "/health/"), "/health/");
+        assert_eq!(resolve_path("/a/b", "c"), "/a/c");
+        assert_eq!(resolve_path("/a/b?x=1", "?y=2"), "/a/b?y=2");
+        assert_eq!(resolve_path("/", "health/"), "/health/");
+    }
+
+    #[test]
+    fn which_redirects_are_followed() {
+        let from = tcp_hop("/health");
+        let same = follow(&from, "http://127.0.0.1:8001/ok", "127.0.0.1", None).unwrap();
+        assert_eq!(same.url(), "http://127.0.0.1:8001/ok");
+        let relative = follow(&from, "/health/", "127.0.0.1", None).unwrap();
+        assert_eq!(relative.url(), "http://127.0.0.1:8000/health/");
+        // The Host keepwell sent names the app itself.
+        let named = follow(
+            &from,
+            "http://app.example.com/health/",
+            "127.0.0.1",
+            Some("app.example.com"),
+        )
+        .unwrap();
+        assert_eq!(named.url(), "http://127.0.0.1:8000/health/");
+        assert!(follow(&from, "http://other.example/", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("another host"));
+        assert!(follow(&from, "https://127.0.0.1/health", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("https"));
+    }
+}
