@@ -135,7 +135,7 @@ fn connect(name: &str, timeout: Duration) -> Result<UnixStream, AskError> {
 pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
     let name =
         socket_name().map_err(|e| AskError::Bad(format!("cannot read /proc/self/ns: {e}")))?;
-    let mut stream = connect(&name, timeout)?;
+    let stream = connect(&name, timeout)?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| AskError::Bad(format!("cannot identify the supervisor: {e}")))?;
     if peer.pid() == 0 {
@@ -147,11 +147,17 @@ pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| AskError::Bad(e.to_string()))?;
-    let mut reply = String::new();
-    (&mut stream)
+    read_verdict(stream)
+}
+
+/// The supervisor's reply, read to its end (at most [`REPLY_LIMIT`] bytes): the `/status`
+/// JSON, or why it is not one.
+pub fn read_verdict(reply: impl Read) -> Result<Snapshot, AskError> {
+    let mut text = String::new();
+    reply
         .take(REPLY_LIMIT)
-        .read_to_string(&mut reply)
+        .read_to_string(&mut text)
         .map_err(|e| AskError::Bad(format!("the supervisor did not answer in time: {e}")))?;
-    serde_json::from_str(reply.trim())
+    serde_json::from_str(text.trim())
         .map_err(|e| AskError::Bad(format!("the supervisor's answer is not a verdict: {e}")))
 }

@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{host_port, tcp, Failure, Outcome, ProbeSpec, BODY_LIMIT};
+use super::http::{Dial, Endpoint, Network};
+use super::{host_port, Failure, Outcome, ProbeSpec, BODY_LIMIT};
 
 /// `HealthCheckResponse.ServingStatus`.
 const SERVING: u64 = 1;
@@ -155,9 +156,26 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The probe over the network.
 pub(super) async fn probe(host: &str, port: u16, service: &str, spec: &ProbeSpec) -> Outcome {
+    probe_via(host, port, service, spec, &mut Network).await
+}
+
+/// The probe over a connection from `dial` (see [`Dial`]).
+pub async fn probe_via(
+    host: &str,
+    port: u16,
+    service: &str,
+    spec: &ProbeSpec,
+    dial: &mut impl Dial,
+) -> Outcome {
     let shown = spec.target.display();
-    let stream = tcp::connect(host, port).await?;
+    let stream = dial
+        .dial(&Endpoint::Tcp {
+            host: host.to_string(),
+            port,
+        })
+        .await?;
     let bad = |e: hyper::Error| {
         // hyper says "http2 error"; what went wrong is in the h2 error beneath it.
         let cause = std::error::Error::source(&e)

@@ -109,8 +109,8 @@ pub fn parse_header(line: &str) -> Result<(String, String), String> {
 }
 
 /// Where one request of the chain goes.
-#[derive(Clone, Debug)]
-enum Endpoint {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
     Tcp { host: String, port: u16 },
     Unix { socket: String },
 }
@@ -155,8 +155,39 @@ enum Answer {
     },
 }
 
-/// The probe: follow the chain, judge the last answer.
+/// Where a probe's connections come from: [`Network`] for the supervisor and `keepwell check`.
+/// The probe reads whatever bytes the connection gives as the app's, so anything that makes a
+/// byte stream (a fuzz target's, a benchmark's) drives the same code.
+pub trait Dial {
+    fn dial(
+        &mut self,
+        to: &Endpoint,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Socket>, Failure>>;
+}
+
+/// Connections over the network: TCP to the resolved host, or the Unix socket.
+pub struct Network;
+
+impl Dial for Network {
+    async fn dial(&mut self, to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
+        Ok(match to {
+            Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
+            Endpoint::Unix { socket } => Box::new(
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| tcp::connect_error(&e, socket))?,
+            ),
+        })
+    }
+}
+
+/// The probe over the network.
 pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
+    probe_via(spec, &mut Network).await
+}
+
+/// The probe: follow the chain over connections from `dial`, judge the last answer.
+pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
     let (mut hop, asked_host) = match &spec.target {
         Target::Http { host, port, path } => (
             Hop {
@@ -189,7 +220,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
     let first_url = hop.url();
     let mut redirects = 0;
     loop {
-        let (summary, location) = match get(spec, &hop).await? {
+        let (summary, location) = match get(spec, &hop, dial).await? {
             Answer::Final(outcome) => {
                 return match redirects {
                     0 => outcome,
@@ -350,20 +381,13 @@ fn resolve_path(current: &str, reference: &str) -> String {
 
 /// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
 /// once per socket type (it is the largest part of a probe in the binary).
-trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
 
 /// One request of the chain on a connection of its own.
-async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
-    let stream: Box<dyn Socket> = match &hop.endpoint {
-        Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
-        Endpoint::Unix { socket } => Box::new(
-            tokio::net::UnixStream::connect(socket)
-                .await
-                .map_err(|e| tcp::connect_error(&e, socket))?,
-        ),
-    };
+async fn get(spec: &ProbeSpec, hop: &Hop, dial: &mut impl Dial) -> Result<Answer, Failure> {
+    let stream = dial.dial(&hop.endpoint).await?;
     let shown = hop.url();
     let bad =
         |e: hyper::Error| Failure::new("bad response", format!("bad response from {shown}: {e}"));

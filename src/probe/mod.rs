@@ -255,7 +255,7 @@ pub struct ProbeResult {
 
 /// A failed probe, before its latency is known.
 #[derive(Debug)]
-pub(crate) struct Failure {
+pub struct Failure {
     pub reason: String,
     pub detail: String,
 }
@@ -270,7 +270,7 @@ impl Failure {
 }
 
 /// What a kind's probe returns: Ok(detail) when healthy.
-pub(crate) type Outcome = Result<String, Failure>;
+pub type Outcome = Result<String, Failure>;
 
 /// What the probe of a kind may need besides its spec.
 pub(crate) struct Context<'a> {
