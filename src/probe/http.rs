@@ -290,6 +290,20 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// The scheme of a URI reference (RFC 3986 section 3.1: a letter, then letters, digits, `+`, `-`,
+/// `.`, up to the first `:`), or `None` for a relative reference: `/login?next=http://x` is a
+/// path on the same host, not a URL of its own.
+fn uri_scheme(reference: &str) -> Option<&str> {
+    let end = reference.find([':', '/', '?', '#'])?;
+    let scheme = &reference[..end];
+    let valid = reference[end..].starts_with(':')
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
 /// The hop a `Location` leads to, or why it is not followed.
 fn follow(
     from: &Hop,
@@ -299,20 +313,24 @@ fn follow(
 ) -> Result<Hop, String> {
     let location = location.trim();
     let location = location.split('#').next().unwrap_or(location);
-    if location.starts_with("https://") {
-        return Err(
-            "to https, which keepwell does not speak (exempt the health path from the HTTPS \
-             redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
-                .into(),
-        );
-    }
-    let absolute = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("//"));
-    let Some(rest) = absolute else {
-        if location.contains("://") {
-            return Err("to another scheme".into());
+    let absolute = match uri_scheme(location) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(
+                "to https, which keepwell does not speak (exempt the health path from the HTTPS \
+                 redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
+                    .into(),
+            );
         }
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+            match location[scheme.len() + 1..].strip_prefix("//") {
+                Some(rest) => Some(rest),
+                None => return Err("to an address keepwell cannot read".into()),
+            }
+        }
+        Some(_) => return Err("to another scheme".into()),
+        None => location.strip_prefix("//"),
+    };
+    let Some(rest) = absolute else {
         return Ok(Hop {
             path: resolve_path(&from.path, location),
             ..from.clone()
@@ -602,5 +620,29 @@ mod tests {
         assert!(follow(&from, "https://127.0.0.1/health", "127.0.0.1", None)
             .unwrap_err()
             .contains("https"));
+        assert!(follow(&from, "HTTPS://127.0.0.1/health", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("https"));
+        assert!(follow(&from, "ftp://127.0.0.1/x", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("another scheme"));
+        let upper = follow(&from, "HTTP://127.0.0.1:8000/ok", "127.0.0.1", None).unwrap();
+        assert_eq!(upper.url(), "http://127.0.0.1:8000/ok");
+        // Found by fuzzing (fuzz/fuzz_targets/probe_http.rs): a path with "://" in it is a
+        // path on the same host (Django's login redirect carries ?next=URL), not another
+        // scheme, and was taken as a final 3xx answer.
+        for (location, url) in [
+            ("/://heal0", "http://127.0.0.1:8000/://heal0"),
+            (
+                "/login?next=http://127.0.0.1/health",
+                "http://127.0.0.1:8000/login?next=http://127.0.0.1/health",
+            ),
+            ("ok?to=a:b", "http://127.0.0.1:8000/ok?to=a:b"),
+        ] {
+            assert_eq!(
+                follow(&from, location, "127.0.0.1", None).unwrap().url(),
+                url
+            );
+        }
     }
 }
