@@ -109,8 +109,8 @@ pub fn parse_header(line: &str) -> Result<(String, String), String> {
 }
 
 /// Where one request of the chain goes.
-#[derive(Clone, Debug)]
-enum Endpoint {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
     Tcp { host: String, port: u16 },
     Unix { socket: String },
 }
@@ -155,8 +155,39 @@ enum Answer {
     },
 }
 
-/// The probe: follow the chain, judge the last answer.
+/// Where a probe's connections come from: [`Network`] for the supervisor and `keepwell check`.
+/// The probe reads whatever bytes the connection gives as the app's, so anything that makes a
+/// byte stream (a fuzz target's, a benchmark's) drives the same code.
+pub trait Dial {
+    fn dial(
+        &mut self,
+        to: &Endpoint,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Socket>, Failure>>;
+}
+
+/// Connections over the network: TCP to the resolved host, or the Unix socket.
+pub struct Network;
+
+impl Dial for Network {
+    async fn dial(&mut self, to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
+        Ok(match to {
+            Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
+            Endpoint::Unix { socket } => Box::new(
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| tcp::connect_error(&e, socket))?,
+            ),
+        })
+    }
+}
+
+/// The probe over the network.
 pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
+    probe_via(spec, &mut Network).await
+}
+
+/// The probe: follow the chain over connections from `dial`, judge the last answer.
+pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
     let (mut hop, asked_host) = match &spec.target {
         Target::Http { host, port, path } => (
             Hop {
@@ -189,7 +220,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
     let first_url = hop.url();
     let mut redirects = 0;
     loop {
-        let (summary, location) = match get(spec, &hop).await? {
+        let (summary, location) = match get(spec, &hop, dial).await? {
             Answer::Final(outcome) => {
                 return match redirects {
                     0 => outcome,
@@ -259,6 +290,20 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// The scheme of a URI reference (RFC 3986 section 3.1: a letter, then letters, digits, `+`, `-`,
+/// `.`, up to the first `:`), or `None` for a relative reference: `/login?next=http://x` is a
+/// path on the same host, not a URL of its own.
+fn uri_scheme(reference: &str) -> Option<&str> {
+    let end = reference.find([':', '/', '?', '#'])?;
+    let scheme = &reference[..end];
+    let valid = reference[end..].starts_with(':')
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
 /// The hop a `Location` leads to, or why it is not followed.
 fn follow(
     from: &Hop,
@@ -268,20 +313,24 @@ fn follow(
 ) -> Result<Hop, String> {
     let location = location.trim();
     let location = location.split('#').next().unwrap_or(location);
-    if location.starts_with("https://") {
-        return Err(
-            "to https, which keepwell does not speak (exempt the health path from the HTTPS \
-             redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
-                .into(),
-        );
-    }
-    let absolute = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("//"));
-    let Some(rest) = absolute else {
-        if location.contains("://") {
-            return Err("to another scheme".into());
+    let absolute = match uri_scheme(location) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(
+                "to https, which keepwell does not speak (exempt the health path from the HTTPS \
+                 redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
+                    .into(),
+            );
         }
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+            match location[scheme.len() + 1..].strip_prefix("//") {
+                Some(rest) => Some(rest),
+                None => return Err("to an address keepwell cannot read".into()),
+            }
+        }
+        Some(_) => return Err("to another scheme".into()),
+        None => location.strip_prefix("//"),
+    };
+    let Some(rest) = absolute else {
         return Ok(Hop {
             path: resolve_path(&from.path, location),
             ..from.clone()
@@ -350,20 +399,13 @@ fn resolve_path(current: &str, reference: &str) -> String {
 
 /// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
 /// once per socket type (it is the largest part of a probe in the binary).
-trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
 
 /// One request of the chain on a connection of its own.
-async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
-    let stream: Box<dyn Socket> = match &hop.endpoint {
-        Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
-        Endpoint::Unix { socket } => Box::new(
-            tokio::net::UnixStream::connect(socket)
-                .await
-                .map_err(|e| tcp::connect_error(&e, socket))?,
-        ),
-    };
+async fn get(spec: &ProbeSpec, hop: &Hop, dial: &mut impl Dial) -> Result<Answer, Failure> {
+    let stream = dial.dial(&hop.endpoint).await?;
     let shown = hop.url();
     let bad =
         |e: hyper::Error| Failure::new("bad response", format!("bad response from {shown}: {e}"));
@@ -578,5 +620,29 @@ mod tests {
         assert!(follow(&from, "https://127.0.0.1/health", "127.0.0.1", None)
             .unwrap_err()
             .contains("https"));
+        assert!(follow(&from, "HTTPS://127.0.0.1/health", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("https"));
+        assert!(follow(&from, "ftp://127.0.0.1/x", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("another scheme"));
+        let upper = follow(&from, "HTTP://127.0.0.1:8000/ok", "127.0.0.1", None).unwrap();
+        assert_eq!(upper.url(), "http://127.0.0.1:8000/ok");
+        // Found by fuzzing (fuzz/fuzz_targets/probe_http.rs): a path with "://" in it is a
+        // path on the same host (Django's login redirect carries ?next=URL), not another
+        // scheme, and was taken as a final 3xx answer.
+        for (location, url) in [
+            ("/://heal0", "http://127.0.0.1:8000/://heal0"),
+            (
+                "/login?next=http://127.0.0.1/health",
+                "http://127.0.0.1:8000/login?next=http://127.0.0.1/health",
+            ),
+            ("ok?to=a:b", "http://127.0.0.1:8000/ok?to=a:b"),
+        ] {
+            assert_eq!(
+                follow(&from, location, "127.0.0.1", None).unwrap().url(),
+                url
+            );
+        }
     }
 }
