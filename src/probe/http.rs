@@ -12,11 +12,11 @@
 //! timeout. Failure details name the fix for the usual causes: a 400 is most often Django's
 //! `ALLOWED_HOSTS`, a 404 the path.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+mod conn;
+pub mod wire;
+
+use conn::Peer;
+use wire::WireError;
 
 use super::{host_port, tcp, Failure, Mode, Outcome, ProbeSpec, Target};
 
@@ -167,7 +167,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
                 path: path.clone(),
                 authority: authority(host, *port),
             },
-            host.clone(),
+            host.as_str(),
         ),
         Target::Unix { socket, path } => (
             Hop {
@@ -177,7 +177,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
                 path: path.clone(),
                 authority: "localhost".into(),
             },
-            "localhost".to_string(),
+            "localhost",
         ),
         other => unreachable!("http::probe is only dispatched for HTTP targets, not {other:?}"),
     };
@@ -186,7 +186,8 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("host"))
         .map(|(_, v)| strip_port(v).to_ascii_lowercase());
-    let first_url = hop.url();
+    // Named only when a redirect is followed.
+    let mut first_url = None;
     let mut redirects = 0;
     loop {
         let (summary, location) = match get(spec, &hop).await? {
@@ -195,8 +196,9 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
                     0 => outcome,
                     n => {
                         let after = format!(
-                            " (after {n} redirect{} from {first_url})",
-                            if n == 1 { "" } else { "s" }
+                            " (after {n} redirect{} from {})",
+                            if n == 1 { "" } else { "s" },
+                            first_url.as_deref().unwrap_or_default()
                         );
                         outcome.map(|d| d + &after).map_err(|f| Failure {
                             detail: f.detail + &after,
@@ -208,7 +210,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
             Answer::Redirect { summary, location } => (summary, location),
         };
         let shown_location = location.chars().take(200).collect::<String>();
-        let next = match follow(&hop, &location, &asked_host, custom_host.as_deref()) {
+        let next = match follow(&hop, &location, asked_host, custom_host.as_deref()) {
             Ok(next) => next,
             Err(why) => {
                 // Not followed: the redirect is the final answer, as the kubelet judges it.
@@ -217,6 +219,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
                 return judge_status(spec, redirect_code(&summary), detail);
             }
         };
+        let first_url = first_url.get_or_insert_with(|| hop.url());
         if redirects == MAX_REDIRECTS {
             return Err(Failure::new(
                 "redirect loop",
@@ -348,125 +351,95 @@ fn resolve_path(current: &str, reference: &str) -> String {
     format!("{dir}{reference}")
 }
 
-/// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
-/// once per socket type (it is the largest part of a probe in the binary).
-trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
-
 /// One request of the chain on a connection of its own.
 async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
-    let stream: Box<dyn Socket> = match &hop.endpoint {
-        Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
-        Endpoint::Unix { socket } => Box::new(
-            tokio::net::UnixStream::connect(socket)
-                .await
-                .map_err(|e| tcp::connect_error(&e, socket))?,
-        ),
-    };
     let shown = hop.url();
-    let bad =
-        |e: hyper::Error| Failure::new("bad response", format!("bad response from {shown}: {e}"));
-    // The response head is bounded by the same 64 KiB as the body, and so is the read buffer:
-    // hyper's defaults would take some 400 KiB of headers from a broken app.
-    let (mut sender, connection) = http1::Builder::new()
-        .max_header_size(BODY_LIMIT)
-        .max_buf_size(BODY_LIMIT)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(bad)?;
-
-    let mut request =
-        hyper::Request::get(hop.path.as_str()).header(hyper::header::USER_AGENT, "keepwell");
-    let custom_host = spec
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("host"));
-    if !custom_host {
-        request = request.header(hyper::header::HOST, hop.authority.as_str());
-    }
-    for (name, value) in &spec.headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|e| {
+    let request = wire::request(&hop.path, &hop.authority, &spec.headers).map_err(|why| {
         Failure::new(
             "bad request",
-            format!("cannot build the request for {shown}: {e}"),
+            format!("cannot build the request for {shown}: {why}"),
         )
     })?;
-
-    // The connection is driven here, not spawned: when the timeout drops this future, the
-    // socket closes with it and nothing of a hung app lingers.
-    let exchange = async {
-        let response = sender.send_request(request).await.map_err(bad)?;
-        let status = response.status();
-        let code = status.as_u16();
-        let summary = match status.canonical_reason() {
-            Some(reason) => format!("{code} {reason} from {shown}"),
-            None => format!("{code} from {shown}"),
-        };
-        let location = response
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|l| l.to_str().ok());
-        if matches!(code, 301 | 302 | 303 | 307 | 308) {
-            if let Some(location) = location {
-                return Ok(Answer::Redirect {
-                    summary,
-                    location: location.to_string(),
-                });
-            }
-        }
-        if !spec.status.contains(code) {
-            let hint = status_hint(code, spec.mode);
-            return Ok(Answer::Final(Err(Failure::new(
-                format!("http {code}"),
-                format!("{summary}{hint}"),
-            ))));
-        }
-        let Some(needle) = &spec.body else {
-            return Ok(Answer::Final(Ok(summary)));
-        };
-        let mut body = response.into_body();
-        let mut seen: Vec<u8> = Vec::new();
-        while seen.len() < BODY_LIMIT {
-            match body.frame().await {
-                None => break,
-                Some(Err(e)) => return Err(bad(e)),
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        let room = BODY_LIMIT - seen.len();
-                        seen.extend_from_slice(&data[..data.len().min(room)]);
+    let mut connection = match &hop.endpoint {
+        Endpoint::Tcp { host, port } => {
+            let mut last = None;
+            let mut connected = None;
+            for addr in tcp::addresses(host, *port).await? {
+                match conn::open(&Peer::Inet(addr), &request).await {
+                    Ok(connection) => {
+                        connected = Some(connection);
+                        break;
                     }
+                    Err(e) => last = Some(open_error(&e, &addr.to_string(), &shown)),
                 }
             }
-            if contains(&seen, needle.as_bytes()) {
-                return Ok(Answer::Final(Ok(summary)));
+            match connected {
+                Some(connection) => connection,
+                None => {
+                    return Err(last.unwrap_or_else(|| {
+                        Failure::new("cannot connect", format!("cannot connect to {host}"))
+                    }))
+                }
             }
         }
-        if contains(&seen, needle.as_bytes()) {
-            Ok(Answer::Final(Ok(summary)))
-        } else {
-            Ok(Answer::Final(Err(Failure::new(
-                "body mismatch",
-                format!(
-                    "{summary}, but its body (first {} KiB) does not contain {needle:?}",
-                    BODY_LIMIT / 1024
-                ),
-            ))))
-        }
+        Endpoint::Unix { socket } => conn::open(&Peer::Unix(socket), &request)
+            .await
+            .map_err(|e| open_error(&e, socket, &shown))?,
     };
-    tokio::pin!(connection);
-    tokio::pin!(exchange);
-    let mut connection_done = false;
-    loop {
-        tokio::select! {
-            result = &mut exchange => return result,
-            result = &mut connection, if !connection_done => {
-                connection_done = true;
-                result.map_err(bad)?;
-            }
+    let bad =
+        |e: WireError| Failure::new("bad response", format!("bad response from {shown}: {e}"));
+    let mut buf = wire::Buffer::new();
+    let head = wire::read_head(&mut connection, &mut buf)
+        .await
+        .map_err(bad)?;
+    let code = head.code;
+    let summary = match hyper::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+    {
+        Some(reason) => format!("{code} {reason} from {shown}"),
+        None => format!("{code} from {shown}"),
+    };
+    if matches!(code, 301 | 302 | 303 | 307 | 308) {
+        if let Some(location) = head.location {
+            return Ok(Answer::Redirect { summary, location });
         }
+    }
+    if !spec.status.contains(code) {
+        let hint = status_hint(code, spec.mode);
+        return Ok(Answer::Final(Err(Failure::new(
+            format!("http {code}"),
+            format!("{summary}{hint}"),
+        ))));
+    }
+    let Some(needle) = &spec.body else {
+        return Ok(Answer::Final(Ok(summary)));
+    };
+    if wire::body_contains(&mut connection, &mut buf, head.framing, needle.as_bytes())
+        .await
+        .map_err(bad)?
+    {
+        Ok(Answer::Final(Ok(summary)))
+    } else {
+        Ok(Answer::Final(Err(Failure::new(
+            "body mismatch",
+            format!(
+                "{summary}, but its body (first {} KiB) does not contain {needle:?}",
+                BODY_LIMIT / 1024
+            ),
+        ))))
+    }
+}
+
+/// What a failed connect-and-send means: a peer that took the connection and dropped it at
+/// once closed it before answering; anything else is the connect's failure.
+fn open_error(e: &std::io::Error, to: &str, shown: &str) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Failure::new(
+            "bad response",
+            format!("bad response from {shown}: {}", WireError::Closed),
+        ),
+        _ => tcp::connect_error(e, to),
     }
 }
 
@@ -487,10 +460,6 @@ fn status_hint(code: u16, mode: Mode) -> String {
             .to_string(),
         _ => String::new(),
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
