@@ -321,12 +321,12 @@ enum State {
     Length(u64),
     UntilClose,
     /// A chunk-size line: the size so far, the hex digits seen, the line's length, and
-    /// whether the digits ended (extensions or whitespace follow).
+    /// what part of the line comes after the digits.
     Size {
         size: u64,
         digits: usize,
         line: usize,
-        digits_done: bool,
+        tail: SizeTail,
         cr: bool,
     },
     /// This many bytes of chunk data are left, then CRLF.
@@ -406,7 +406,7 @@ impl Decoder {
                     size,
                     digits,
                     line,
-                    digits_done,
+                    tail,
                     cr,
                 } => {
                     let Some((&byte, rest)) = input.split_first() else {
@@ -431,18 +431,21 @@ impl Decoder {
                         };
                         continue;
                     }
-                    match byte {
-                        b'\r' => *cr = true,
-                        _ if *digits_done => {} // chunk extensions, ignored
-                        b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                            if *digits == 15 {
-                                return Err(WireError::Body("invalid chunk size: too large"));
-                            }
+                    // As hyper reads it: hex digits, optional whitespace, then `;` and
+                    // extensions (ignored) up to the CR.
+                    match (*tail, byte) {
+                        (_, b'\r') => *cr = true,
+                        (SizeTail::Extension, _) => {}
+                        (SizeTail::Digits, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                             let value = (byte as char).to_digit(16).unwrap_or(0);
-                            *size = *size * 16 + u64::from(value);
+                            *size = size
+                                .checked_mul(16)
+                                .and_then(|s| s.checked_add(u64::from(value)))
+                                .ok_or(WireError::Body("invalid chunk size: too large"))?;
                             *digits += 1;
                         }
-                        b';' | b' ' | b'\t' if *digits > 0 => *digits_done = true,
+                        (_, b';') if *digits > 0 => *tail = SizeTail::Extension,
+                        (_, b' ' | b'\t') if *digits > 0 => *tail = SizeTail::Space,
                         _ => return Err(WireError::Body("invalid chunk size line")),
                     }
                 }
@@ -461,13 +464,22 @@ impl Decoder {
     }
 }
 
+/// Where a chunk-size line is after its first byte.
+#[derive(Clone, Copy, Debug)]
+enum SizeTail {
+    Digits,
+    /// Whitespace after the digits: only more of it, `;` or the CR may follow.
+    Space,
+    Extension,
+}
+
 impl State {
     fn new_size() -> State {
         State::Size {
             size: 0,
             digits: 0,
             line: 0,
-            digits_done: false,
+            tail: SizeTail::Digits,
             cr: false,
         }
     }
@@ -618,5 +630,391 @@ mod tests {
             chunks.extend_from_slice(b"1\r\nx\r\n");
         }
         assert!(!body(&chunks, "needle").unwrap());
+    }
+    /// A peer that sends `bytes` in pieces of `step` bytes, one per read, then EOF: what a
+    /// socket gives when the app writes its answer in bits.
+    struct Pieces {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let end = (self.at + self.step)
+                .min(self.bytes.len())
+                .min(self.at + out.remaining());
+            out.put_slice(&self.bytes[self.at..end]);
+            self.at = end;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A peer that sends `head`, then `filler` over and over, forever; it counts what was read.
+    struct Endless {
+        head: Vec<u8>,
+        filler: Vec<u8>,
+        sent: usize,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let this = &mut *self;
+            while out.remaining() > 0 {
+                let byte = match this.head.get(this.sent) {
+                    Some(&b) => b,
+                    None => this.filler[(this.sent - this.head.len()) % this.filler.len()],
+                };
+                out.put_slice(&[byte]);
+                this.sent += 1;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn head_in_pieces(bytes: &[u8], step: usize) -> Result<Head, WireError> {
+        let mut io = Pieces {
+            bytes: bytes.to_vec(),
+            at: 0,
+            step,
+        };
+        tokio_test_block_on(read_head(&mut io, &mut Buffer::new()))
+    }
+
+    fn body_in_pieces(bytes: &[u8], step: usize, needle: &str) -> Result<bool, WireError> {
+        tokio_test_block_on(async {
+            let mut io = Pieces {
+                bytes: bytes.to_vec(),
+                at: 0,
+                step,
+            };
+            let mut buf = Buffer::new();
+            let head = read_head(&mut io, &mut buf).await?;
+            body_contains(&mut io, &mut buf, head.framing, needle.as_bytes()).await
+        })
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failing case can be replayed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn a_head_split_anywhere_across_reads_is_read_the_same() {
+        let answer: &[u8] = b"HTTP/1.1 301 Moved Permanently\r\nLocation: /next\r\n\
+                              Content-Length: 5\r\n\r\nhello";
+        for step in 1..answer.len() {
+            let head =
+                head_in_pieces(answer, step).unwrap_or_else(|e| panic!("in pieces of {step}: {e}"));
+            assert_eq!(head.code, 301, "in pieces of {step}");
+            assert_eq!(
+                head.location.as_deref(),
+                Some("/next"),
+                "in pieces of {step}"
+            );
+            assert_eq!(head.framing, Framing::Length(5), "in pieces of {step}");
+            assert!(body_in_pieces(answer, step, "hello").expect("the body"));
+        }
+        // Bare LF line ends (httparse takes them, as hyper did), a byte at a time: the blank
+        // line is seen however the reads fall.
+        let lf_only = b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok";
+        assert_eq!(
+            head_in_pieces(lf_only, 1).expect("an LF-only head").code,
+            200
+        );
+        // A 1xx head and the final one, a byte at a time.
+        let informational =
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No\r\n\r\n";
+        assert_eq!(
+            head_in_pieces(informational, 1).expect("after 103").code,
+            204
+        );
+    }
+
+    #[test]
+    fn a_head_over_64_kib_is_too_large_however_it_comes() {
+        let mut huge = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        // Never ends: the whole stream is one header line, and far more than the limit.
+        huge.resize(4 * BODY_LIMIT, b'a');
+        for step in [1, 7, 1000, FIRST_READ, BODY_LIMIT] {
+            let mut io = Pieces {
+                bytes: huge.clone(),
+                at: 0,
+                step,
+            };
+            let error = tokio_test_block_on(read_head(&mut io, &mut Buffer::new()))
+                .expect_err("a head that never ends");
+            assert!(
+                matches!(error, WireError::TooLarge),
+                "in pieces of {step}: {error}"
+            );
+            assert!(
+                io.at <= BODY_LIMIT,
+                "read {} bytes of a head in pieces of {step}, more than the 64 KiB limit",
+                io.at
+            );
+        }
+        // Many small headers make the head too large as well, and so do 1xx heads that add up.
+        let mut informational = Vec::new();
+        while informational.len() <= BODY_LIMIT {
+            informational.extend_from_slice(b"HTTP/1.1 100 Continue\r\nX: yyyyyyyyyy\r\n\r\n");
+        }
+        informational.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(
+            head_in_pieces(&informational, 333),
+            Err(WireError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn eof_before_the_head_ends_is_a_closed_connection_at_every_point() {
+        let answer: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n";
+        for cut in 0..answer.len() {
+            let error = head_in_pieces(&answer[..cut], 3).expect_err("a cut head");
+            assert!(
+                matches!(error, WireError::Closed),
+                "cut at {cut} ({:?}): {error}",
+                String::from_utf8_lossy(&answer[..cut])
+            );
+        }
+        // EOF in a Content-Length or a chunked body is a broken body, not a pass.
+        let cut_body = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nneedl";
+        assert!(matches!(
+            body_in_pieces(cut_body, 2, "zzz"),
+            Err(WireError::Body(_))
+        ));
+        let cut_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc";
+        assert!(matches!(
+            body_in_pieces(cut_chunk, 2, "zzz"),
+            Err(WireError::Body(_))
+        ));
+        let cut_size = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1";
+        assert!(matches!(
+            body_in_pieces(cut_size, 2, "zzz"),
+            Err(WireError::Body(_))
+        ));
+        // The needle found before the cut is found: the body was read that far.
+        assert!(body_in_pieces(cut_body, 2, "need").expect("found before the cut"));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_never_reads_past_64_kib() {
+        let mut rng = Rng(0x5eed_cafe_f00d_0001);
+        let alphabets: [&[u8]; 3] = [
+            // Bytes HTTP is made of, so that the parser gets far.
+            b"HTTP/1.0 2345\r\n:;, \tchunkedContent-LengthTransfer-Encodinglocation0123456789abcdefx",
+            b"\r\n\n \t:",
+            // Anything.
+            &[],
+        ];
+        for case in 0..3000 {
+            let alphabet = alphabets[case % alphabets.len()];
+            let len = rng.below(if case % 10 == 0 { 3 * BODY_LIMIT } else { 300 });
+            let mut bytes: Vec<u8> = if case % 4 == 0 {
+                b"HTTP/1.1 200 OK\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            for _ in 0..len {
+                bytes.push(if alphabet.is_empty() {
+                    rng.next() as u8
+                } else {
+                    alphabet[rng.below(alphabet.len())]
+                });
+            }
+            let step = 1 + rng.below(100);
+            let mut io = Pieces {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let mut buf = Buffer::new();
+            let outcome = tokio_test_block_on(async {
+                let head = read_head(&mut io, &mut buf).await?;
+                let read_by_head = io.at;
+                body_contains(&mut io, &mut buf, head.framing, b"needle")
+                    .await
+                    .map(|found| (head, read_by_head, found))
+            });
+            match outcome {
+                Ok((head, read_by_head, _)) => {
+                    assert!(
+                        (100..1000).contains(&head.code),
+                        "case {case}: {}",
+                        head.code
+                    );
+                    assert!(
+                        read_by_head <= BODY_LIMIT + FIRST_READ,
+                        "case {case}: the head took {read_by_head} bytes"
+                    );
+                }
+                Err(WireError::Io(e)) => panic!("case {case}: an in-memory read failed: {e}"),
+                Err(_) => {}
+            }
+            // Head (64 KiB) and body (64 KiB decoded, each piece at most one read) together.
+            assert!(
+                io.at <= 2 * BODY_LIMIT + 2 * FIRST_READ,
+                "case {case}: read {} bytes",
+                io.at
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_that_are_not_sizes_are_broken_bodies() {
+        let bad_sizes: [&[u8]; 11] = [
+            b"-1\r\n",
+            b"0x10\r\n",
+            b"\r\n",
+            b" 5\r\n",
+            b";ext\r\n",
+            b"g\r\n",
+            b"5\rX",
+            b"5\n",
+            // A size past what a u64 holds.
+            b"ffffffffffffffffff\r\n",
+            b"5 5\r\nhello\r\n",
+            b"\xff\r\n",
+        ];
+        for size in bad_sizes {
+            let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            answer.extend_from_slice(size);
+            answer.extend_from_slice(b"hello\r\n0\r\n\r\n");
+            for step in [1, 4, 1000] {
+                let outcome = body_in_pieces(&answer, step, "hello");
+                assert!(
+                    matches!(outcome, Err(WireError::Body(_))),
+                    "size line {:?} in pieces of {step}: {outcome:?}",
+                    String::from_utf8_lossy(size)
+                );
+            }
+        }
+        // A size line of endless extensions is cut at 4 KiB, not read forever.
+        let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;".to_vec();
+        answer.resize(answer.len() + 2 * MAX_CHUNK_LINE, b'e');
+        assert!(matches!(
+            body_in_pieces(&answer, 100, "hello"),
+            Err(WireError::Body(_))
+        ));
+        // A size larger than what follows, then EOF: broken; the same size, honest: fine.
+        let short = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfff\r\nhello";
+        assert!(matches!(
+            body_in_pieces(short, 3, "zzz"),
+            Err(WireError::Body(_))
+        ));
+        assert!(body_in_pieces(short, 3, "hello").expect("found in the chunk"));
+        // Upper-case hex and extensions after whitespace are sizes.
+        let fine = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA ;x=y\r\n0123456789\r\n0\r\n\r\n";
+        assert!(body_in_pieces(fine, 1, "789").expect("an upper-case size"));
+        let zeros = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000005\r\nhello\r\n0\r\n\r\n";
+        assert!(body_in_pieces(zeros, 3, "hello").expect("leading zeros"));
+    }
+
+    #[test]
+    fn an_endless_body_is_read_to_64_kib_and_no_further() {
+        let heads: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffff\r\n",
+        ];
+        for head in heads {
+            let mut io = Endless {
+                head: head.to_vec(),
+                filler: b"xyz".to_vec(),
+                sent: 0,
+            };
+            let found = tokio_test_block_on(async {
+                let mut buf = Buffer::new();
+                let head = read_head(&mut io, &mut buf).await?;
+                body_contains(&mut io, &mut buf, head.framing, b"needle").await
+            })
+            .expect("an endless body is read, not an error");
+            assert!(!found, "{:?}", String::from_utf8_lossy(head));
+            assert!(
+                io.sent <= BODY_LIMIT + 2 * FIRST_READ,
+                "read {} bytes of an endless body ({:?})",
+                io.sent,
+                String::from_utf8_lossy(head)
+            );
+        }
+        // Endless one-byte chunks: 64 KiB of data, then it stops (each chunk is 6 bytes).
+        let mut io = Endless {
+            head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            filler: b"1\r\nx\r\n".to_vec(),
+            sent: 0,
+        };
+        let found = tokio_test_block_on(async {
+            let mut buf = Buffer::new();
+            let head = read_head(&mut io, &mut buf).await?;
+            body_contains(&mut io, &mut buf, head.framing, b"needle").await
+        })
+        .expect("endless small chunks");
+        assert!(!found);
+        assert!(
+            io.sent <= 6 * BODY_LIMIT + 2 * FIRST_READ,
+            "read {}",
+            io.sent
+        );
+    }
+
+    #[test]
+    fn a_peer_that_stops_sending_leaves_the_read_waiting_for_the_callers_timeout() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime with a timer builds");
+        runtime.block_on(async {
+            let (mut app, mut probe) = tokio::io::duplex(1024);
+            use tokio::io::AsyncWriteExt;
+            app.write_all(b"HTTP/1.1 200 OK\r\nX: y")
+                .await
+                .expect("write");
+            // The app keeps its end open and says no more: nothing here may end the read
+            // (no EOF, no error), only the probe's timeout, by dropping it.
+            let mut buf = Buffer::new();
+            let waited = tokio::time::timeout(
+                std::time::Duration::from_millis(50),
+                read_head(&mut probe, &mut buf),
+            )
+            .await;
+            assert!(
+                waited.is_err(),
+                "the read ended without an answer: {waited:?}"
+            );
+            // The same for a body that stops short with --health-body.
+            let (mut app, mut probe) = tokio::io::duplex(1024);
+            app.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                .await
+                .expect("write");
+            let mut buf = Buffer::new();
+            let head = read_head(&mut probe, &mut buf).await.expect("the head");
+            let waited = tokio::time::timeout(
+                std::time::Duration::from_millis(50),
+                body_contains(&mut probe, &mut buf, head.framing, b"needle"),
+            )
+            .await;
+            assert!(waited.is_err(), "the body read ended early: {waited:?}");
+            drop(app);
+        });
     }
 }
