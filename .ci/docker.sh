@@ -81,14 +81,23 @@ start_dockerd() {
         say "starting dockerd (log: $LOG)"
         mkdir -p "$KW_DOCKER_DIR/data" "$KW_DOCKER_DIR/exec"
         # setsid: the daemon must outlive this script and the test process that called it.
-        # 9>&-: it must not inherit the lock below, or the next caller waits forever.
-        setsid dockerd \
-            --bridge=none --iptables=false --ip6tables=false \
-            --data-root "$KW_DOCKER_DIR/data" \
-            --exec-root "$KW_DOCKER_DIR/exec" \
-            --pidfile "$KW_DOCKER_DIR/dockerd.self.pid" \
-            -H "$DOCKER_HOST" \
-            </dev/null >"$LOG" 2>&1 9>&- &
+        # Every inherited descriptor past stderr is closed first: a daemon that kept one would
+        # hold whatever lock it carries for as long as it lives (this script's own lock on fd
+        # 9, or the caller's `flock /tmp/keepwell-container-tests.lock cargo nextest ...`,
+        # which every waiter would then wait on forever).
+        (
+            for fd in /proc/$BASHPID/fd/*; do
+                fd=${fd##*/}
+                if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+            done
+            exec setsid dockerd \
+                --bridge=none --iptables=false --ip6tables=false \
+                --data-root "$KW_DOCKER_DIR/data" \
+                --exec-root "$KW_DOCKER_DIR/exec" \
+                --pidfile "$KW_DOCKER_DIR/dockerd.self.pid" \
+                -H "$DOCKER_HOST" \
+                </dev/null >"$LOG" 2>&1
+        ) &
         echo $! >"$PIDFILE"
     fi
     local _

@@ -1,6 +1,11 @@
 //! Start the child in its own session and signal it or its process group. Never waits: the
 //! reaper owns exit statuses.
+//!
+//! With `--socket`, this is the one place the held sockets reach a child: the app child gets
+//! them at fd 3, 4, … with `LISTEN_*` (see [`spawn`]); any other process keepwell starts (a
+//! `--health-cmd` check) inherits none, since keepwell's own copies are close-on-exec.
 
+use std::ffi::CString;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -10,6 +15,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::privileges::Identity;
+use crate::sockets::{env_entry, Handover, HandoverFds, PidSlot};
 use crate::state::{SpawnFailure, Target};
 
 /// COMMAND could not be started: what the state machine needs, and the line for the log.
@@ -24,21 +30,40 @@ pub struct SpawnError {
 /// (pgid == pid), which is what lets keepwell signal the whole group and clean up after it.
 /// With `take_terminal`, the child makes keepwell's former terminal its controlling terminal,
 /// which also puts its group in the foreground: Ctrl-C and job control reach it directly.
+///
+/// With `sockets` (`--socket`), the child gets them as fd 3, 4, … with `LISTEN_FDS`,
+/// `LISTEN_FDNAMES` and `LISTEN_PID` set to its own pid, which exists only after the fork: the
+/// whole exec (argv and environment, with a slot for the pid's digits) is built here, before
+/// the fork, and the child only fills in the digits and calls execvpe. keepwell has threads by
+/// then, so nothing between fork and exec may allocate or take a lock.
 pub fn spawn(
     command: &[String],
     user: Option<&Identity>,
     take_terminal: bool,
+    sockets: Option<&Handover>,
 ) -> Result<i32, SpawnError> {
     let (program, args) = command
         .split_first()
         .expect("config guarantees a non-empty COMMAND");
     let mut cmd = Command::new(program);
     cmd.args(args);
+    let mut user_env: Vec<(&str, &std::ffi::OsStr)> = Vec::new();
     if let Some(who) = user {
-        cmd.env("HOME", &who.home)
-            .env("USER", &who.name)
-            .env("LOGNAME", &who.name);
+        user_env = vec![
+            ("HOME", who.home.as_ref()),
+            ("USER", who.name.as_ref()),
+            ("LOGNAME", who.name.as_ref()),
+        ];
     }
+    let activation = match sockets {
+        None => {
+            cmd.envs(user_env.iter().copied());
+            None
+        }
+        Some(handover) => Some(
+            Activation::new(command, &user_env, handover).map_err(|e| spawn_error(program, &e))?,
+        ),
+    };
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe syscalls.
     unsafe {
         cmd.pre_exec(move || {
@@ -55,13 +80,105 @@ pub fn spawn(
                 // Failure only means no job control; the app still runs.
                 libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0);
             }
-            Ok(())
+            match &activation {
+                None => Ok(()),
+                // Returns only when exec failed; std reports that errno to the parent.
+                Some(activation) => Err(activation.exec()),
+            }
         });
     }
     match cmd.spawn() {
         // The handle is dropped without waiting: std never reaps on drop.
         Ok(child) => Ok(child.id() as i32),
         Err(e) => Err(spawn_error(program, &e)),
+    }
+}
+
+/// The exec of a socket-activated child, prepared in the parent: argv and envp as C arrays,
+/// the `LISTEN_PID=` slot among them, and the sockets to place at 3, 4, ….
+struct Activation {
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    pid: PidSlot,
+    fds: HandoverFds,
+}
+
+// SAFETY: the pointers point into the CStrings and the slot that the same value owns; the value
+// is only read, in the forked child.
+unsafe impl Send for Activation {}
+unsafe impl Sync for Activation {}
+
+impl Activation {
+    fn new(
+        command: &[String],
+        user_env: &[(&str, &std::ffi::OsStr)],
+        handover: &Handover,
+    ) -> io::Result<Activation> {
+        let argv = command
+            .iter()
+            .map(|arg| CString::new(arg.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "an argument holds a NUL byte")
+            })?;
+        let replaced = |name: &std::ffi::OsStr| {
+            matches!(
+                name.to_str(),
+                Some("LISTEN_PID" | "LISTEN_FDS" | "LISTEN_FDNAMES")
+            ) || user_env
+                .iter()
+                .any(|(n, _)| name == std::ffi::OsStr::new(n))
+        };
+        let mut envp = Vec::new();
+        for (name, value) in std::env::vars_os().filter(|(name, _)| !replaced(name)) {
+            envp.push(env_entry(&name, &value)?);
+        }
+        for (name, value) in user_env {
+            envp.push(env_entry(name.as_ref(), value)?);
+        }
+        for (name, value) in handover.env() {
+            envp.push(env_entry(name.as_ref(), value.as_ref())?);
+        }
+        let pid = PidSlot::new();
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_ptrs = envp
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([pid.as_ptr(), std::ptr::null()])
+            .collect();
+        Ok(Activation {
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            pid,
+            fds: handover.fds(),
+        })
+    }
+
+    /// In the child: the sockets to 3, 4, …, the pid into `LISTEN_PID`, then exec. Returns
+    /// only the error. Async-signal-safe: fcntl, dup2, getpid and execvpe, no allocation.
+    fn exec(&self) -> io::Error {
+        // SAFETY: this runs in the forked child before exec, which owns its descriptors and its
+        // copy of this memory; nothing else runs in it.
+        unsafe {
+            if let Err(e) = self.fds.install() {
+                return e;
+            }
+            self.pid.write(libc::getpid());
+            libc::execvpe(
+                self.argv_ptrs[0],
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            );
+        }
+        io::Error::last_os_error()
     }
 }
 

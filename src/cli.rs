@@ -113,6 +113,16 @@ pub struct ProcessArgs {
         value_delimiter = ','
     )]
     pub remap_exit: Vec<String>,
+    /// Bind the app's listening socket and pass it as fd 3, 4, … with LISTEN_FDS/LISTEN_PID,
+    /// kept open across restarts: :8000, [::]:8000, unix:/path (repeatable; the variable takes
+    /// a comma-separated list).
+    #[arg(
+        long,
+        env = "KEEPWELL_SOCKET",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub socket: Vec<String>,
 }
 
 #[derive(Args, Debug)]

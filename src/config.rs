@@ -14,6 +14,7 @@ use nix::unistd::{Gid, Uid};
 use crate::cli::{Check, Parsed, Supervise};
 use crate::privileges::{self, Identity};
 use crate::probe::{self, CommandLine, Mode, ProbeSpec, StatusRanges, Target};
+use crate::sockets;
 use crate::state::{HealthTiming, OnUnhealthy, Policy, RestartPolicy};
 
 /// A fatal configuration error: one line, exit 2.
@@ -40,6 +41,8 @@ pub struct Config {
     pub policy: Policy,
     pub probe: Option<ProbeSpec>,
     pub listen: Option<SocketAddr>,
+    /// `--socket`: the app's listening sockets that keepwell binds and holds, in order.
+    pub sockets: Vec<sockets::Address>,
     pub log_format: LogFormat,
     pub log_level: tracing::level_filters::LevelFilter,
 }
@@ -372,6 +375,49 @@ impl Config {
             })?),
         };
 
+        let mut held = Vec::new();
+        for text in process.socket.iter().filter(|s| !s.trim().is_empty()) {
+            held.push(
+                sockets::Address::parse(text).map_err(|why| read.fail("socket", text, &why))?,
+            );
+        }
+        if held.len() > sockets::MAX_SOCKETS {
+            return Err(UsageError(format!(
+                "{} gives {} sockets: at most {} can be handed to the app",
+                parsed.origin("socket"),
+                held.len(),
+                sockets::MAX_SOCKETS
+            )));
+        }
+        if let Some(spec) = &probe {
+            if let Some(address) = probe_proves_nothing(&spec.target, &held) {
+                return Err(read.fail(
+                    "health_url",
+                    health.health_url.as_deref().unwrap_or_default(),
+                    &format!(
+                        "it points at --socket {address}, which keepwell holds open itself: a \
+                         connection there always succeeds, even while the app is down, so a \
+                         tcp:// probe proves nothing; probe what the app answers instead, e.g. \
+                         http://127.0.0.1:{}/health",
+                        match address {
+                            sockets::Address::Tcp(addr) => addr.port(),
+                            sockets::Address::Unix(_) => 0,
+                        }
+                    ),
+                ));
+            }
+        }
+
+        if !held.is_empty() && gunicorn_reuse_port(&args.command) {
+            return Err(UsageError(format!(
+                "{} and gunicorn --reuse-port do not go together: with --reuse-port gunicorn \
+                 ignores the socket keepwell hands down and every worker binds the port itself, \
+                 which keepwell already holds (Address already in use, and nobody serves the \
+                 port); drop --reuse-port",
+                parsed.origin("socket")
+            )));
+        }
+
         let user = match process.user.as_deref().filter(|u| !u.trim().is_empty()) {
             None => None,
             Some(spec) => {
@@ -441,10 +487,40 @@ impl Config {
             policy,
             probe,
             listen,
+            sockets: held,
             log_format,
             log_level,
         })
     }
+}
+
+/// COMMAND runs gunicorn with `--reuse-port` (directly or in a `sh -c` line).
+fn gunicorn_reuse_port(command: &[String]) -> bool {
+    let words = || command.iter().flat_map(|arg| arg.split_whitespace());
+    words().any(|w| w.contains("gunicorn")) && words().any(|w| w == "--reuse-port")
+}
+
+/// A `tcp://` health URL that reaches a socket keepwell holds: the kernel completes the
+/// handshake from the socket's queue whether or not the app runs, so such a probe is always
+/// healthy. Hosts are compared as the kernel routes them: an unspecified address (`0.0.0.0`,
+/// `[::]`) takes every host, `localhost` is loopback.
+fn probe_proves_nothing<'a>(
+    target: &probe::Target,
+    held: &'a [sockets::Address],
+) -> Option<&'a sockets::Address> {
+    let probe::Target::Tcp { host, port } = target else {
+        return None;
+    };
+    let host_ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    held.iter().find(|address| match address {
+        sockets::Address::Tcp(addr) if addr.port() == *port => {
+            let ip = addr.ip();
+            ip.is_unspecified()
+                || host_ip == Some(ip)
+                || (host.eq_ignore_ascii_case("localhost") && ip.is_loopback())
+        }
+        _ => false,
+    })
 }
 
 impl CheckConfig {

@@ -12,6 +12,7 @@
 //! - `alarm`: the supervisor's one timer (a timerfd), set at the next deadline.
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
+//! - `sockets`: the app's listening sockets keepwell holds (`--socket`), handed down as fd 3, ….
 //! - `child`: spawning the child in its own session; signalling it or its group.
 //! - `leftovers`: what the child left behind, found through /proc and signalled.
 //! - `privileges`: `--user` resolved from /etc files; the verified drop.
@@ -34,6 +35,7 @@ pub mod probe;
 pub mod reaper;
 pub mod server;
 pub mod signals;
+pub mod sockets;
 pub mod startup;
 pub mod state;
 pub mod status;

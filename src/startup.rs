@@ -1,10 +1,12 @@
-//! The order PID 1 sets itself up in: signals before any thread, sockets bound while keepwell
-//! may still be root, the privilege drop, the reader thread, then the supervisor.
+//! The order PID 1 sets itself up in: the app's `--socket`s before any other descriptor, signals
+//! before any thread, sockets bound while keepwell may still be root, the privilege drop, the
+//! reader thread, then the supervisor.
 //!
 //! Everything here runs once, before the child starts; a failure is fatal (one line, exit 2,
 //! nothing started). What happens after the first step is the supervisor's.
 
 use crate::config::Config;
+use crate::sockets::{self, HeldSockets};
 use crate::status::Snapshot;
 use crate::EXIT_USAGE;
 use crate::{local, logging, privileges, reaper, server, signals, state, status, supervisor};
@@ -13,7 +15,29 @@ use crate::{local, logging, privileges, reaper, server, signals, state, status, 
 pub fn supervise(config: Config) -> i32 {
     logging::init(&config);
 
-    // Signals first, before any thread exists, so none is ever delivered to a handler.
+    // The app's sockets before any other descriptor, so they hold 3, 4, … (see `sockets`),
+    // and while keepwell may still be root: a port below 1024 for an app that is not.
+    let owner = config.user.as_ref().map(|who| (who.uid, who.gid));
+    let held = match HeldSockets::bind(&config.sockets, owner) {
+        Ok(held) => held,
+        Err(message) => return fatal(message),
+    };
+    if !sockets::range_is_held(config.sockets.len()) {
+        return fatal(format!(
+            "--socket: descriptors 3 to {} are not all open after binding; keepwell cannot \
+             hand the sockets down safely",
+            2 + config.sockets.len()
+        ));
+    }
+
+    if !held.is_empty() {
+        tracing::info!(
+            "holding the app's sockets (LISTEN_FDS, kept open across restarts): {}",
+            held.listing().join(", ")
+        );
+    }
+
+    // Signals next, before any thread exists, so none is ever delivered to a handler.
     let mut signal_fd = match signals::block_all() {
         Ok(fd) => fd,
         Err(e) => return fatal(format!("cannot set up signal handling: {e}")),
@@ -82,6 +106,7 @@ pub fn supervise(config: Config) -> i32 {
         started: false,
         draining: false,
         health_url: config.probe.as_ref().map(|p| p.target.display()),
+        sockets: held.listing(),
         last_probe: None,
         probes_ok: 0,
         probes_failed: 0,
@@ -115,7 +140,7 @@ pub fn supervise(config: Config) -> i32 {
             Ok(queue) => queue,
             Err(e) => return fatal(format!("cannot watch signals: {e}")),
         };
-        supervisor::Supervisor::new(config, queue, held_back, take_terminal, publish)
+        supervisor::Supervisor::new(config, queue, held_back, take_terminal, held, publish)
             .run()
             .await
     })

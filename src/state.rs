@@ -45,9 +45,11 @@
 //! | Stopping | Tick past SIGKILL + [`AFTER_KILL_LIMIT`] | Backoff / Exited | leftovers outlive SIGKILL (stuck in the kernel): go on without them, so a stop ends inside grace + [`STOP_BOUND`] |
 //! | Stopping(exit) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Exited(128+9 or 3/4) | the child itself outlives SIGKILL: exit anyway (the kernel kills what is left with PID 1) |
 //! | Stopping(restart) | Tick past SIGKILL + [`AFTER_KILL_LIMIT`], child alive | Stopping | never start a second child beside one that still lives: keep waiting for it |
+//! | Stopping | LeftoversGone, restart | Backoff(100 ms first, then 1 s, 2 s, … 30 s) | the first restart in `--restart-window` comes as fast as Docker's; each further one waits twice as long, so a crash loop does not spin (the budget, `--max-restarts`, still ends it) |
 //! | Backoff | Tick past the delay | Spawning | the backoff is over: spawn again |
 //! | Backoff | TERM/INT/QUIT | Exited(128+N) | nothing runs, so there is nothing to wait for |
 //! | any | Exited(code) | — | `--remap-exit FROM:TO` turns FROM into TO on the way out |
+//! | any | a step that decides the exit (to Stopping(exit) or Exited) | — | ReleaseSockets, once: keepwell closes its copies of the `--socket`s, so the port closes with the app's own copies and clients are refused as without `--socket`; a restart keeps them, so clients wait in the queue instead |
 //!
 //! # Health (Docker's HEALTHCHECK semantics, plus Kubernetes' success threshold)
 //!
@@ -73,8 +75,12 @@ pub const EXIT_UNHEALTHY: i32 = 3;
 /// keepwell's own exit code when more than `--max-restarts` restarts fell inside the window.
 pub const EXIT_RESTARTS_EXHAUSTED: i32 = 4;
 
-/// The first backoff before a restart; it doubles for every restart already in the window.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The backoff before the first restart in the window: as short as Docker's restart policy.
+/// A one-off crash or an unhealthy app is back as soon as it can boot (with `--socket`,
+/// clients wait in the kernel's queue meanwhile); a crash loop still meets `--max-restarts`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The backoff before the second restart in the window; it doubles for every further one.
+const SECOND_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest backoff, however many restarts came before.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// keepwell's own exit code when COMMAND could not be started for lack of resources (a pids,
@@ -265,6 +271,10 @@ pub enum Action {
     StartProbe,
     /// A probe in flight belongs to a child that is going away: drop it.
     CancelProbe,
+    /// The stop under way ends in keepwell's exit: close the `--socket`s keepwell holds, so the
+    /// port closes once the app has closed its copies and clients are refused (and go
+    /// elsewhere) instead of waiting for a child that will not come. Restarts keep them.
+    ReleaseSockets,
     Exit(i32),
 }
 
@@ -526,8 +536,28 @@ impl Machine {
         }
     }
 
+    /// Whether keepwell will exit once the stop under way ends (or exits now).
+    fn exit_decided(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                after: After::Exit(_),
+                ..
+            } | Phase::Exited(_)
+        )
+    }
+
     /// Feed one event; get back what to do.
     pub fn step(&mut self, event: Event, now: Instant) -> Step {
+        let exit_decided_before = self.exit_decided();
+        let mut out = self.step_inner(event, now);
+        if !exit_decided_before && self.exit_decided() {
+            out.act(Action::ReleaseSockets);
+        }
+        out
+    }
+
+    fn step_inner(&mut self, event: Event, now: Instant) -> Step {
         let mut out = Step::default();
         match event {
             Event::Start => {
@@ -686,12 +716,11 @@ impl Machine {
         }
     }
 
-    /// Count the restart and wait out its backoff: 1 s doubling per restart in the window.
+    /// Count the restart and wait out its backoff: 100 ms for the first restart in the window,
+    /// then 1 s doubling per restart already in it, at most 30 s.
     fn schedule_restart(&mut self, cause: StopCause, now: Instant, out: &mut Step) {
         let in_window = self.restarts_in_window(now);
-        let delay = FIRST_BACKOFF
-            .saturating_mul(1u32 << in_window.min(5))
-            .min(MAX_BACKOFF);
+        let delay = backoff(in_window);
         self.restart_times.push_back(now);
         self.restarts_total += 1;
         out.report(Report::RestartScheduled {
@@ -1148,6 +1177,16 @@ impl Machine {
                 self.begin_stop(pid, cause, None, after, now, out);
             }
         }
+    }
+}
+
+/// The delay before a restart, given the restarts already inside the window.
+pub fn backoff(restarts_in_window: u32) -> Duration {
+    match restarts_in_window {
+        0 => FIRST_BACKOFF,
+        n => SECOND_BACKOFF
+            .saturating_mul(1u32 << (n - 1).min(5))
+            .min(MAX_BACKOFF),
     }
 }
 

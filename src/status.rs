@@ -34,6 +34,10 @@ pub struct Snapshot {
     pub started: bool,
     pub draining: bool,
     pub health_url: Option<String>,
+    /// `--socket`: the listening sockets keepwell holds for the app, with the fd it gets
+    /// (`"0.0.0.0:8000 (fd 3)"`); empty without `--socket` and once released for an exit.
+    #[serde(default)]
+    pub sockets: Vec<String>,
     pub last_probe: Option<LastProbe>,
     pub probes_ok: u64,
     pub probes_failed: u64,

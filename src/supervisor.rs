@@ -19,6 +19,7 @@ use crate::leftovers;
 use crate::probe::{self, ProbeFuture, ProbeResult, Prober};
 use crate::reaper;
 use crate::signals::SignalQueue;
+use crate::sockets::HeldSockets;
 use crate::state::{Action, Event, Machine, Report, Scope, Target};
 use crate::status::{unix_now, LastProbe, Snapshot};
 
@@ -27,6 +28,8 @@ pub struct Supervisor {
     user: Option<crate::privileges::Identity>,
     prober: Option<Prober>,
     take_terminal: bool,
+    /// `--socket`: held across restarts, handed to every app child, released before an exit.
+    sockets: HeldSockets,
     machine: Machine,
     signals: SignalQueue,
     pending: VecDeque<Work>,
@@ -68,6 +71,7 @@ impl Supervisor {
         signals: SignalQueue,
         held_back: Vec<i32>,
         take_terminal: bool,
+        sockets: HeldSockets,
         publish: watch::Sender<Snapshot>,
     ) -> Supervisor {
         let snapshot = publish.borrow().clone();
@@ -79,6 +83,7 @@ impl Supervisor {
             user: config.user,
             prober,
             take_terminal,
+            sockets,
             machine: Machine::new(config.policy),
             signals,
             pending: VecDeque::new(),
@@ -101,7 +106,10 @@ impl Supervisor {
         let mut alarm = match Alarm::new() {
             Ok(alarm) => alarm,
             Err(e) => {
-                tracing::error!("cannot create the supervisor's timer: {e}");
+                tracing::error!(
+                    "cannot create the supervisor's timer (a timerfd): {e}; when it says too \
+                     many open files, raise the container's limit (docker run --ulimit nofile=...)"
+                );
                 return 1;
             }
         };
@@ -260,7 +268,13 @@ impl Supervisor {
                 if let Some(prober) = &mut self.prober {
                     prober.child_starting();
                 }
-                match child::spawn(&self.command, self.user.as_ref(), self.take_terminal) {
+                let handover = self.sockets.handover();
+                match child::spawn(
+                    &self.command,
+                    self.user.as_ref(),
+                    self.take_terminal,
+                    handover.as_ref(),
+                ) {
                     Ok(pid) => {
                         self.child_pid = Some(pid);
                         tracing::info!(
@@ -323,6 +337,15 @@ impl Supervisor {
             Action::CancelProbe => {
                 self.probe = None;
                 self.probe_started = None;
+            }
+            Action::ReleaseSockets => {
+                if !self.sockets.is_empty() {
+                    self.sockets.release();
+                    self.snapshot.sockets = self.sockets.listing();
+                    tracing::debug!(
+                        "closed the held --socket copies: keepwell exits after this stop"
+                    );
+                }
             }
             Action::Exit(code) => return Some(code),
         }

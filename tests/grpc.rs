@@ -243,7 +243,7 @@ fn the_supervisor_restarts_a_service_that_stops_serving() {
     );
     kw.wait_log(
         DEADLINE,
-        "restarting in 1s because the app stayed unhealthy",
+        "restarting in 100ms because the app stayed unhealthy",
     );
     server.set("app.Worker", "SERVING");
     wait_for(DEADLINE, "a new child", || {

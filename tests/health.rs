@@ -86,7 +86,7 @@ fn status_500_makes_the_app_unhealthy_and_the_child_is_restarted_in_place() {
     );
     kw.wait_log(
         DEADLINE,
-        "restarting in 1s because the app stayed unhealthy",
+        "restarting in 100ms because the app stayed unhealthy",
     );
     let second = wait_for(DEADLINE, "a new child", || {
         kw.child().filter(|&pid| pid != first)

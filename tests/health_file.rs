@@ -100,7 +100,7 @@ fn a_stale_heartbeat_is_unhealthy_and_the_child_is_restarted() {
     );
     kw.wait_log(
         DEADLINE,
-        "restarting in 1s because the app stayed unhealthy",
+        "restarting in 100ms because the app stayed unhealthy",
     );
     let second = wait_for(DEADLINE, "a new child", || {
         kw.child().filter(|&pid| pid != first)

@@ -243,7 +243,7 @@ fn the_supervisor_follows_the_redirect_and_restarts_on_the_final_answer() {
     );
     kw.wait_log(
         DEADLINE,
-        "restarting in 1s because the app stayed unhealthy",
+        "restarting in 100ms because the app stayed unhealthy",
     );
 }
 

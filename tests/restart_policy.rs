@@ -43,7 +43,7 @@ fn a_crash_loop_gives_up_after_max_restarts_with_code_4() {
     assert_eq!(count(&log, "child started"), 2, "{log}");
     assert_eq!(count(&log, TO_UNHEALTHY_FROM_STARTING), 2, "{log}");
     assert!(
-        log.contains("restarting in 1s because the app stayed unhealthy"),
+        log.contains("restarting in 100ms because the app stayed unhealthy"),
         "{log}"
     );
     assert!(
@@ -79,11 +79,11 @@ fn restart_on_failure_restarts_a_failing_child_with_backoff() {
     assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
     let log = kw.stderr();
     assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 3");
-    let second = log.find("restarting in 2s because the child exited with code 3");
+    let first = log.find("restarting in 100ms because the child exited with code 3");
+    let second = log.find("restarting in 1s because the child exited with code 3");
     assert!(
         matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
+        "backoff 100ms then 1s:\n{log}"
     );
     assert!(log.contains("giving up: 2 restarts inside"), "{log}");
 }
@@ -103,18 +103,18 @@ fn restart_always_restarts_even_a_clean_exit_with_backoff() {
     assert_eq!(kw.wait_exit(DEADLINE), 4, "{}", kw.stderr());
     let log = kw.stderr();
     assert_eq!(count(&log, "child started"), 3, "{log}");
-    let first = log.find("restarting in 1s because the child exited with code 0");
-    let second = log.find("restarting in 2s because the child exited with code 0");
+    let first = log.find("restarting in 100ms because the child exited with code 0");
+    let second = log.find("restarting in 1s because the child exited with code 0");
     assert!(
         matches!((first, second), (Some(a), Some(b)) if a < b),
-        "backoff 1s then 2s:\n{log}"
+        "backoff 100ms then 1s:\n{log}"
     );
 }
 
 #[test]
 fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
-    // Each restart is more than the 1s window after the one before: never "too many", and the
-    // backoff never doubles.
+    // Each restart is more than the 1s window after the one before (the child lives 1.2 s):
+    // never "too many", and the backoff stays the first one's, 100 ms.
     let mut kw = keepwell(&[
         "--restart",
         "always",
@@ -127,17 +127,17 @@ fn restarts_outside_the_restart_window_do_not_count_and_the_backoff_resets() {
         "--",
         "sh",
         "-c",
-        "sleep 0.2; exit 1",
+        "sleep 1.2; exit 1",
     ])
     .start();
     wait_until(DEADLINE, "three restarts", || {
         count(
             &kw.stderr(),
-            "restarting in 1s because the child exited with code 1",
+            "restarting in 100ms because the child exited with code 1",
         ) >= 3
     });
     let log = kw.stderr();
-    assert!(!log.contains("restarting in 2s"), "{log}");
+    assert!(!log.contains("restarting in 1s"), "{log}");
     assert!(!log.contains("giving up"), "{log}");
     // TERM reaches either the running child (`sh`, which dies of it) or the backoff, where
     // keepwell exits at once with 128+15: 143 either way, as the README says.
@@ -188,8 +188,8 @@ fn an_unhealthy_child_that_ignores_the_stop_signal_is_killed_after_grace_and_rep
 #[test]
 fn a_stop_signal_during_the_backoff_exits_at_once_with_128_plus_n() {
     // README: "Stop while nothing runs (TERM during a restart backoff): keepwell exits at once
-    // with 128+N". The child exits at once; backoffs are 1 s, 2 s, then 4 s: the signal comes
-    // in the 4 s one, and no fourth child may start.
+    // with 128+N". The child exits at once; backoffs are 100 ms, 1 s, 2 s, then 4 s: the
+    // signal comes in the 4 s one, and no fifth child may start.
     for (signal, code) in [
         (Signal::SIGTERM, 143),
         (Signal::SIGINT, 130),
@@ -213,7 +213,7 @@ fn a_stop_signal_during_the_backoff_exits_at_once_with_128_plus_n() {
         kw.signal(signal);
         assert_eq!(kw.wait_exit(DEADLINE), code, "{signal}");
         let log = kw.stderr();
-        assert_eq!(count(&log, "child started"), 3, "{signal}: {log}");
+        assert_eq!(count(&log, "child started"), 4, "{signal}: {log}");
     }
 }
 

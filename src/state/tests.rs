@@ -392,7 +392,7 @@ fn restart_on_failure_restarts_failures_only() {
 }
 
 #[test]
-fn backoff_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
+fn backoff_is_100ms_first_then_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
     let mut m = running(Policy {
         restart: RestartPolicy::Always,
         max_restarts: 7,
@@ -403,7 +403,7 @@ fn backoff_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
     for _ in 0..7 {
         let step = exit_and_restart(&mut m, ExitStatus::Code(1), now);
         let until = m.next_deadline().expect("backoff deadline");
-        delays.push(until.duration_since(t(now)).as_secs());
+        delays.push(until.duration_since(t(now)).as_millis());
         assert!(step
             .reports
             .iter()
@@ -416,7 +416,10 @@ fn backoff_doubles_from_one_second_to_thirty_and_the_budget_gives_up() {
         assert_eq!(m.step(Event::Tick, t(now)).actions, vec![Action::Spawn]);
         m.step(Event::ChildSpawned { pid: PID }, t(now));
     }
-    assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
+    assert_eq!(
+        delays,
+        vec![100, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000]
+    );
     assert_eq!(m.view().restarts, 7);
     let step = exit_and_restart(&mut m, ExitStatus::Code(1), now);
     assert!(step
@@ -435,12 +438,14 @@ fn restarts_outside_the_window_are_forgotten_and_backoff_resets() {
         ..policy()
     });
     exit_and_restart(&mut m, ExitStatus::Code(1), 0);
-    m.step(Event::Tick, t(1_000));
-    m.step(Event::ChildSpawned { pid: PID }, t(1_000));
-    // A healthy window later, the one restart no longer counts: restart again, 1 s backoff.
+    assert_eq!(m.next_deadline(), Some(t(100)));
+    m.step(Event::Tick, t(100));
+    m.step(Event::ChildSpawned { pid: PID }, t(100));
+    // A healthy window later, the one restart no longer counts: restart again, and the
+    // backoff is the first one's again, 100 ms.
     let step = exit_and_restart(&mut m, ExitStatus::Code(1), 61_000);
     assert_eq!(exit_code(&step), None);
-    assert_eq!(m.next_deadline(), Some(t(62_000)));
+    assert_eq!(m.next_deadline(), Some(t(61_100)));
 }
 
 #[test]
@@ -461,6 +466,8 @@ fn a_stop_request_during_a_restart_turns_it_into_an_exit() {
         vec![
             signal_to(Target::Child(PID), Signal::SIGTERM),
             signal_to(Target::Child(PID), Signal::SIGCONT),
+            // The restart became an exit: the held sockets go with it.
+            Action::ReleaseSockets,
         ]
     );
     assert_eq!(
@@ -861,6 +868,7 @@ fn every_stop_signal_is_followed_by_sigcont_to_the_same_target() {
             Action::CancelProbe,
             signal_to(Target::Group(PID), Signal::SIGTERM),
             signal_to(Target::Group(PID), Signal::SIGCONT),
+            Action::ReleaseSockets,
         ]
     );
     // The leftovers get theirs the same way.
@@ -927,6 +935,8 @@ fn a_stop_from_outside_during_a_restart_reaches_the_living_child_once() {
         vec![
             signal_to(Target::Child(PID), Signal::SIGQUIT),
             signal_to(Target::Child(PID), Signal::SIGCONT),
+            // The restart became an exit: the held sockets go with it.
+            Action::ReleaseSockets,
         ]
     );
     // Now it is an exit, and the next stop request kills.
@@ -1052,18 +1062,18 @@ fn a_spawn_without_resources_is_retried_with_backoff_under_a_restart_policy() {
         ..policy()
     });
     exit_and_restart(&mut m, ExitStatus::Code(1), 0);
-    assert_eq!(m.step(Event::Tick, t(1_000)).actions, vec![Action::Spawn]);
-    let step = m.step(no_resources(), t(1_000));
+    assert_eq!(m.step(Event::Tick, t(100)).actions, vec![Action::Spawn]);
+    let step = m.step(no_resources(), t(100));
     assert_eq!(exit_code(&step), None);
     assert_eq!(m.view().phase, "restarting");
     assert!(step.reports.iter().any(|r| matches!(
         r,
         Report::RestartScheduled { cause: StopCause::CouldNotSpawn(detail), delay, .. }
-            if detail.contains("pids limit") && *delay == Duration::from_secs(2)
+            if detail.contains("pids limit") && *delay == Duration::from_secs(1)
     )));
-    assert_eq!(m.next_deadline(), Some(t(3_000)));
-    assert_eq!(m.step(Event::Tick, t(3_000)).actions, vec![Action::Spawn]);
-    m.step(Event::ChildSpawned { pid: PID + 1 }, t(3_000));
+    assert_eq!(m.next_deadline(), Some(t(1_100)));
+    assert_eq!(m.step(Event::Tick, t(1_100)).actions, vec![Action::Spawn]);
+    m.step(Event::ChildSpawned { pid: PID + 1 }, t(1_100));
     assert_eq!(m.view().child_pid, Some(PID + 1));
 }
 
@@ -1215,4 +1225,156 @@ fn livez_stays_up_under_on_unhealthy_ignore_while_readyz_drops() {
         probe(&mut m, false, at);
     }
     assert!(!m.view().live);
+}
+
+/// How many times a step asked for the held sockets to be closed.
+fn releases(step: &Step) -> usize {
+    step.actions
+        .iter()
+        .filter(|a| **a == Action::ReleaseSockets)
+        .count()
+}
+
+#[test]
+fn held_sockets_stay_through_a_restart_and_go_once_an_exit_is_decided() {
+    let mut m = probing(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    // Unhealthy → restart: the sockets stay, so clients wait in the queue meanwhile.
+    let mut steps = vec![];
+    for at in [11_000, 21_000, 31_000] {
+        steps.push(probe(&mut m, false, at));
+    }
+    steps.push(m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(0),
+        },
+        t(31_100),
+    ));
+    steps.push(m.step(Event::LeftoversGone, t(31_100)));
+    assert_eq!(m.view().phase, "restarting");
+    steps.push(m.step(Event::Tick, t(31_200)));
+    m.step(Event::ChildSpawned { pid: PID }, t(31_200));
+    // A crash under --restart always: a restart too.
+    steps.push(m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Signaled(9),
+        },
+        t(32_000),
+    ));
+    steps.push(m.step(Event::LeftoversGone, t(32_000)));
+    steps.push(m.step(Event::Tick, t(33_000)));
+    m.step(Event::ChildSpawned { pid: PID }, t(33_000));
+    assert_eq!(steps.iter().map(releases).sum::<usize>(), 0);
+
+    // docker stop: released with the stop signal, once, however the stop goes on.
+    let stop = m.step(Event::Signal(Signal::SIGTERM), t(40_000));
+    assert_eq!(releases(&stop), 1);
+    let rest = [
+        m.step(Event::Signal(Signal::SIGTERM), t(40_100)),
+        m.step(
+            Event::ChildExited {
+                pid: PID,
+                status: ExitStatus::Signaled(9),
+            },
+            t(40_200),
+        ),
+        m.step(Event::LeftoversGone, t(40_200)),
+    ];
+    assert_eq!(rest.iter().map(releases).sum::<usize>(), 0);
+    assert_eq!(exit_code(&rest[2]), Some(137));
+}
+
+#[test]
+fn held_sockets_go_when_the_child_exits_for_good_or_the_budget_is_spent() {
+    // --restart no: the child's exit ends it all.
+    let mut m = running(policy());
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(1),
+        },
+        t(10),
+    );
+    assert_eq!(releases(&step), 1);
+
+    // --on-unhealthy exit.
+    let mut m = probing(Policy {
+        on_unhealthy: OnUnhealthy::Exit,
+        ..policy()
+    });
+    probe(&mut m, true, 1_000);
+    let steps: Vec<Step> = [11_000, 21_000, 31_000]
+        .into_iter()
+        .map(|at| probe(&mut m, false, at))
+        .collect();
+    assert_eq!(
+        steps.iter().map(releases).collect::<Vec<_>>(),
+        vec![0, 0, 1]
+    );
+
+    // More restarts than --max-restarts: the stop that gives up releases them.
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        max_restarts: 0,
+        ..policy()
+    });
+    let step = m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(1),
+        },
+        t(10),
+    );
+    assert!(step
+        .reports
+        .iter()
+        .any(|r| matches!(r, Report::GivingUp { .. })));
+    assert_eq!(releases(&step), 1);
+
+    // A stop while nothing runs (during the backoff) exits at once.
+    let mut m = running(Policy {
+        restart: RestartPolicy::Always,
+        ..policy()
+    });
+    m.step(
+        Event::ChildExited {
+            pid: PID,
+            status: ExitStatus::Code(1),
+        },
+        t(10),
+    );
+    m.step(Event::LeftoversGone, t(10));
+    let step = m.step(Event::Signal(Signal::SIGTERM), t(50));
+    assert_eq!(exit_code(&step), Some(143));
+    assert_eq!(releases(&step), 1);
+}
+
+#[test]
+fn the_backoff_schedule() {
+    let delays: Vec<u128> = (0..9).map(|n| backoff(n).as_millis()).collect();
+    assert_eq!(
+        delays,
+        vec![100, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+    );
+    assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+}
+
+#[test]
+fn under_drain_the_held_sockets_stay_until_the_drain_ends() {
+    let mut m = running(Policy {
+        drain: Duration::from_secs(5),
+        ..policy()
+    });
+    // The app keeps serving through the drain: new clients must still get in.
+    let drain = m.step(Event::Signal(Signal::SIGTERM), t(1_000));
+    assert_eq!(m.view().phase, "draining");
+    assert_eq!(releases(&drain), 0);
+    let stop = m.step(Event::Tick, t(6_000));
+    assert_eq!(signals_sent(&stop), vec![Signal::SIGTERM, Signal::SIGCONT]);
+    assert_eq!(releases(&stop), 1);
 }

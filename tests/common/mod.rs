@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod dist;
 pub mod http;
+pub mod load;
 pub mod prometheus;
 pub mod switch_app;
 pub mod venv;
@@ -416,6 +418,8 @@ pub struct Launch {
     namespace: bool,
     stdin: Option<Stdio>,
     setup: Vec<String>,
+    /// What runs in place of the test build of keepwell (empty: [`KEEPWELL`]).
+    program: Vec<String>,
 }
 
 pub fn keepwell(args: &[&str]) -> Launch {
@@ -425,6 +429,7 @@ pub fn keepwell(args: &[&str]) -> Launch {
         namespace: false,
         stdin: None,
         setup: Vec::new(),
+        program: Vec::new(),
     }
 }
 
@@ -448,7 +453,24 @@ impl Launch {
         self
     }
 
+    /// Run another build in place of the test binary: `["path/keepwell"]`, or an emulator and
+    /// its binary (`["qemu-aarch64-static", "dist/keepwell-…-aarch64-unknown-linux-musl"]`).
+    pub fn program(mut self, argv: &[&str]) -> Self {
+        self.program = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     pub fn start(self) -> Keepwell {
+        let program = if self.program.is_empty() {
+            vec![KEEPWELL.to_string()]
+        } else {
+            self.program.clone()
+        };
+        // How keepwell's own process shows in /proc/PID/exe (an emulator's, under qemu-user).
+        let exe_name = Path::new(&program[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = fs::File::create(dir.path().join("stdout")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("stderr")).expect("stderr file");
@@ -456,17 +478,24 @@ impl Launch {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
             if self.setup.is_empty() {
-                c.arg(KEEPWELL).args(&self.args);
+                c.args(&program).args(&self.args);
             } else {
                 let script = format!("{} && exec \"$0\" \"$@\"", self.setup.join(" && "));
-                c.args(["sh", "-c", &script, KEEPWELL]).args(&self.args);
+                c.args(["sh", "-c", &script])
+                    .args(&program)
+                    .args(&self.args);
             }
             clear_keepwell_env(&mut c);
             start_like_a_container(&mut c);
             c
         } else {
             assert!(self.setup.is_empty(), "setup needs pid1()");
-            keepwell_command(&self.args)
+            let args: Vec<&str> = program[1..]
+                .iter()
+                .chain(&self.args)
+                .map(String::as_str)
+                .collect();
+            command_for(&program[0], &args)
         };
         command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -482,7 +511,7 @@ impl Launch {
                 || {
                     let found = children_of(outer).first().copied().filter(|&pid| {
                         fs::read_link(format!("/proc/{pid}/exe"))
-                            .map(|exe| exe.to_string_lossy().contains("keepwell"))
+                            .map(|exe| exe.to_string_lossy().contains(&exe_name))
                             .unwrap_or(false)
                     });
                     // A keepwell that is already done leaves nothing to find; `wait_exit` still
@@ -657,8 +686,12 @@ pub fn assert_clean_signal_state(binary: &Path) {
     }
 }
 
-/// The shipped form: the static musl release binary, built (or found up to date) by cargo.
+/// The shipped form: the static musl release binary, built (or found up to date) by cargo;
+/// with `KW_DIST` set (CI), the release's own x86_64 binary.
 pub fn static_keepwell() -> PathBuf {
+    if std::env::var_os("KW_DIST").is_some_and(|d| !d.is_empty()) {
+        return dist::Dist::get().binary("x86_64-unknown-linux-musl");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // An LTO release build on a loaded 2-core machine takes minutes; nextest's slow-timeout
     // for static_build (.config/nextest.toml) allows for it.

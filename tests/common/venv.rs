@@ -71,6 +71,12 @@ pub fn venv() -> PathBuf {
     venv_from(REQUIREMENTS, "e2e-venv")
 }
 
+/// The venv of tests/support/sockets-requirements.txt: gunicorn 27 and uvicorn, for the
+/// `--socket` tests (held sockets, restarts under load).
+pub fn sockets_venv() -> PathBuf {
+    venv_from("tests/support/sockets-requirements.txt", "sockets-venv")
+}
+
 /// The path of a venv with the pinned Celery (Redis) and grpcio installed; builds it when needed.
 pub fn health_venv() -> PathBuf {
     venv_from(HEALTH_REQUIREMENTS, "health-venv")
