@@ -84,7 +84,8 @@ impl Alarm {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: left.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+                // Capped at 68 years, which fits time_t of any width.
+                tv_sec: left.as_secs().min(i32::MAX as u64) as _,
                 tv_nsec: left.subsec_nanos().into(),
             },
         };

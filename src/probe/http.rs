@@ -145,6 +145,51 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// A request of the chain, ready to send: where, the URL as details show it, the request's
+/// bytes. The first one is worked out once for the spec (`Prober` keeps it): every supervisor
+/// probe sends the same bytes to the same place, and building them again each time was a fifth
+/// of a probe's instructions (tests/bench/probe_overhead.md).
+pub struct PreparedHop {
+    hop: Hop,
+    /// The URL as failure details show it.
+    url: String,
+    request: Result<Vec<u8>, &'static str>,
+}
+
+impl PreparedHop {
+    /// The first hop of an HTTP or Unix-socket spec; None for any other target.
+    pub fn new(spec: &ProbeSpec) -> Option<PreparedHop> {
+        let hop = match &spec.target {
+            Target::Http { host, port, path } => Hop {
+                endpoint: Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                path: path.clone(),
+                authority: authority(host, *port),
+            },
+            Target::Unix { socket, path } => Hop {
+                endpoint: Endpoint::Unix {
+                    socket: socket.clone(),
+                },
+                path: path.clone(),
+                authority: "localhost".into(),
+            },
+            _ => return None,
+        };
+        Some(PreparedHop::of(hop, spec))
+    }
+
+    /// `hop` with its URL and request.
+    fn of(hop: Hop, spec: &ProbeSpec) -> PreparedHop {
+        PreparedHop {
+            url: hop.url(),
+            request: wire::request(&hop.path, &hop.authority, &spec.headers),
+            hop,
+        }
+    }
+}
+
 /// What one request found.
 enum Answer {
     Final(Outcome),
@@ -155,32 +200,25 @@ enum Answer {
     },
 }
 
-/// The probe: follow the chain, judge the last answer.
-pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
-    let (mut hop, asked_host) = match &spec.target {
-        Target::Http { host, port, path } => (
-            Hop {
-                endpoint: Endpoint::Tcp {
-                    host: host.clone(),
-                    port: *port,
-                },
-                path: path.clone(),
-                authority: authority(host, *port),
-            },
-            host.as_str(),
-        ),
-        Target::Unix { socket, path } => (
-            Hop {
-                endpoint: Endpoint::Unix {
-                    socket: socket.clone(),
-                },
-                path: path.clone(),
-                authority: "localhost".into(),
-            },
-            "localhost",
-        ),
-        other => unreachable!("http::probe is only dispatched for HTTP targets, not {other:?}"),
+/// The probe: follow the chain, judge the last answer. `first` is the spec's first hop when
+/// the caller keeps it across probes (the supervisor does); None builds it here.
+pub(super) async fn probe(spec: &ProbeSpec, first: Option<&PreparedHop>) -> Outcome {
+    let built;
+    let first = match first {
+        Some(first) => first,
+        None => {
+            built = PreparedHop::new(spec);
+            built
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("http::probe is only dispatched for HTTP targets"))
+        }
     };
+    let asked_host = match &first.hop.endpoint {
+        Endpoint::Tcp { host, .. } => host.as_str(),
+        Endpoint::Unix { .. } => "localhost",
+    };
+    // The hop a followed redirect leads to, built as the first one is.
+    let mut later: Option<PreparedHop> = None;
     let custom_host = spec
         .headers
         .iter()
@@ -190,7 +228,15 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
     let mut first_url = None;
     let mut redirects = 0;
     loop {
-        let (summary, location) = match get(spec, &hop).await? {
+        let current = later.as_ref().unwrap_or(first);
+        let (hop, shown) = (&current.hop, current.url.as_str());
+        let request = current.request.as_deref().map_err(|why| {
+            Failure::new(
+                "bad request",
+                format!("cannot build the request for {shown}: {why}"),
+            )
+        })?;
+        let (summary, location) = match get(spec, hop, shown, request).await? {
             Answer::Final(outcome) => {
                 return match redirects {
                     0 => outcome,
@@ -210,7 +256,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
             Answer::Redirect { summary, location } => (summary, location),
         };
         let shown_location = location.chars().take(200).collect::<String>();
-        let next = match follow(&hop, &location, asked_host, custom_host.as_deref()) {
+        let next = match follow(hop, &location, asked_host, custom_host.as_deref()) {
             Ok(next) => next,
             Err(why) => {
                 // Not followed: the redirect is the final answer, as the kubelet judges it.
@@ -219,7 +265,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
                 return judge_status(spec, redirect_code(&summary), detail);
             }
         };
-        let first_url = first_url.get_or_insert_with(|| hop.url());
+        let first_url = first_url.get_or_insert_with(|| shown.to_string());
         if redirects == MAX_REDIRECTS {
             return Err(Failure::new(
                 "redirect loop",
@@ -231,7 +277,7 @@ pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
             ));
         }
         redirects += 1;
-        hop = next;
+        later = Some(PreparedHop::of(next, spec));
     }
 }
 
@@ -352,25 +398,18 @@ fn resolve_path(current: &str, reference: &str) -> String {
 }
 
 /// One request of the chain on a connection of its own.
-async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
-    let shown = hop.url();
-    let request = wire::request(&hop.path, &hop.authority, &spec.headers).map_err(|why| {
-        Failure::new(
-            "bad request",
-            format!("cannot build the request for {shown}: {why}"),
-        )
-    })?;
+async fn get(spec: &ProbeSpec, hop: &Hop, shown: &str, request: &[u8]) -> Result<Answer, Failure> {
     let mut connection = match &hop.endpoint {
         Endpoint::Tcp { host, port } => {
             let mut last = None;
             let mut connected = None;
             for addr in tcp::addresses(host, *port).await? {
-                match conn::open(&Peer::Inet(addr), &request).await {
+                match conn::open(&Peer::Inet(addr), request).await {
                     Ok(connection) => {
                         connected = Some(connection);
                         break;
                     }
-                    Err(e) => last = Some(open_error(&e, &addr.to_string(), &shown)),
+                    Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
                 }
             }
             match connected {
@@ -382,9 +421,9 @@ async fn get(spec: &ProbeSpec, hop: &Hop) -> Result<Answer, Failure> {
                 }
             }
         }
-        Endpoint::Unix { socket } => conn::open(&Peer::Unix(socket), &request)
+        Endpoint::Unix { socket } => conn::open(&Peer::Unix(socket), request)
             .await
-            .map_err(|e| open_error(&e, socket, &shown))?,
+            .map_err(|e| open_error(&e, socket, shown))?,
     };
     let bad =
         |e: WireError| Failure::new("bad response", format!("bad response from {shown}: {e}"));

@@ -279,6 +279,8 @@ pub(crate) struct Context<'a> {
     /// `HOME`, `USER`, `LOGNAME` of `--user`, as the child has them.
     pub env: &'a [(String, String)],
     pub reaping: &'a cmd::Reaping,
+    /// The first request of an HTTP probe, kept by the caller across probes.
+    pub first_hop: Option<&'a http::PreparedHop>,
 }
 
 /// Run one probe of any kind, unbounded in time: the caller bounds it by `spec.timeout` (the
@@ -315,7 +317,7 @@ fn timed_out_result(spec: &ProbeSpec, latency: Duration) -> ProbeResult {
 async fn dispatch(spec: &ProbeSpec, context: &Context<'_>) -> Outcome {
     match &spec.target {
         Target::Tcp { host, port } => tcp::probe(host, *port).await,
-        Target::Http { .. } | Target::Unix { .. } => http::probe(spec).await,
+        Target::Http { .. } | Target::Unix { .. } => http::probe(spec, context.first_hop).await,
         Target::File { path } => file::probe(path, context.child_since, spec),
         Target::Command(command) => {
             cmd::probe(command, context.env, context.reaping, spec.timeout).await
@@ -369,6 +371,7 @@ pub async fn once(spec: &ProbeSpec) -> ProbeResult {
             child_since: None,
             env: &[],
             reaping: &reaping,
+            first_hop: None,
         },
     );
     match tokio::time::timeout(spec.timeout, probe).await {
@@ -387,6 +390,7 @@ pub struct Prober {
     env: std::rc::Rc<Vec<(String, String)>>,
     routes: cmd::Reaping,
     child_since: Option<SystemTime>,
+    first_hop: Option<std::rc::Rc<http::PreparedHop>>,
 }
 
 impl Prober {
@@ -400,6 +404,7 @@ impl Prober {
             None => Vec::new(),
         };
         Prober {
+            first_hop: http::PreparedHop::new(&spec).map(std::rc::Rc::new),
             spec: std::rc::Rc::new(spec),
             env: std::rc::Rc::new(env),
             routes: cmd::Reaping::routed(),
@@ -422,17 +427,19 @@ impl Prober {
     /// supervisor drops it at `spec().timeout` and takes [`Prober::timed_out`] instead, so the
     /// one alarm it sleeps on covers the probe too (`alarm`).
     pub fn start(&self) -> ProbeFuture {
-        let (spec, env, routes, since) = (
+        let (spec, env, routes, since, first_hop) = (
             self.spec.clone(),
             self.env.clone(),
             self.routes.clone(),
             self.child_since,
+            self.first_hop.clone(),
         );
         Box::pin(async move {
             let context = Context {
                 child_since: since,
                 env: &env,
                 reaping: &routes,
+                first_hop: first_hop.as_deref(),
             };
             run(&spec, context).await
         })
