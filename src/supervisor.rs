@@ -361,12 +361,17 @@ impl Supervisor {
             tracing::debug!(detail = %result.detail, "probe failed");
         }
         snapshot.probe_seconds_sum += result.latency.as_secs_f64();
-        snapshot.last_probe = Some(LastProbe {
-            at_unix: unix_now(),
-            ok: result.ok,
-            detail: result.detail.clone(),
-            latency_ms: result.latency.as_secs_f64() * 1000.0,
+        // Updated in place: the previous detail's buffer takes the new one.
+        let last = snapshot.last_probe.get_or_insert_with(|| LastProbe {
+            at_unix: 0.0,
+            ok: false,
+            detail: String::new(),
+            latency_ms: 0.0,
         });
+        last.at_unix = unix_now();
+        last.ok = result.ok;
+        last.detail.clone_from(&result.detail);
+        last.latency_ms = result.latency.as_secs_f64() * 1000.0;
     }
 
     fn publish_snapshot(&mut self) {
@@ -386,7 +391,7 @@ impl Supervisor {
         self.publish.send_if_modified(|current| {
             let changed = current != snapshot;
             if changed {
-                current.clone_from(snapshot);
+                current.copy_from(snapshot);
             }
             changed
         });
