@@ -135,7 +135,7 @@ fn connect(name: &str, timeout: Duration) -> Result<UnixStream, AskError> {
 pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
     let name =
         socket_name().map_err(|e| AskError::Bad(format!("cannot read /proc/self/ns: {e}")))?;
-    let mut stream = connect(&name, timeout)?;
+    let stream = connect(&name, timeout)?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| AskError::Bad(format!("cannot identify the supervisor: {e}")))?;
     if peer.pid() == 0 {
@@ -147,11 +147,65 @@ pub fn ask(timeout: Duration) -> Result<Snapshot, AskError> {
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| AskError::Bad(e.to_string()))?;
-    let mut reply = String::new();
-    (&mut stream)
+    read_verdict(stream)
+}
+
+/// The supervisor's reply, read to its end (at most [`REPLY_LIMIT`] bytes): the `/status`
+/// JSON, or why it is not one.
+pub fn read_verdict(reply: impl Read) -> Result<Snapshot, AskError> {
+    let mut bytes = Vec::new();
+    reply
         .take(REPLY_LIMIT)
-        .read_to_string(&mut reply)
+        .read_to_end(&mut bytes)
         .map_err(|e| AskError::Bad(format!("the supervisor did not answer in time: {e}")))?;
-    serde_json::from_str(reply.trim())
+    // Bytes, not a String: a reply that is not UTF-8 is not a verdict, not a slow answer.
+    serde_json::from_slice(bytes.trim_ascii())
         .map_err(|e| AskError::Bad(format!("the supervisor's answer is not a verdict: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(reply: &[u8]) -> String {
+        match read_verdict(reply) {
+            Err(AskError::Bad(why)) => why,
+            other => panic!("{reply:?} was taken: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reply_that_is_not_a_verdict_says_so() {
+        assert!(bad(b"").contains("not a verdict"));
+        assert!(bad(b"{\"state\":\"healthy\"}").contains("not a verdict"));
+        // Not UTF-8: garbled, not late.
+        assert!(bad(b"\xff\xfe{}").contains("not a verdict"));
+    }
+
+    #[test]
+    fn the_status_json_is_a_verdict() {
+        let snapshot = Snapshot {
+            state: crate::state::Health::Healthy,
+            phase: "running".into(),
+            child_pid: Some(7),
+            user: "app".into(),
+            restarts: 0,
+            live: true,
+            ready: true,
+            started: true,
+            draining: false,
+            health_url: None,
+            sockets: Vec::new(),
+            last_probe: None,
+            probes_ok: 0,
+            probes_failed: 0,
+            probe_seconds_sum: 0.0,
+            started_at_unix: 0.0,
+            keepwell_pid: 1,
+        };
+        let reply = snapshot.to_status_json() + "\n";
+        let read = read_verdict(reply.as_bytes()).expect("the supervisor's own reply");
+        assert_eq!(read.state, snapshot.state);
+        assert_eq!(read.child_pid, Some(7));
+    }
 }

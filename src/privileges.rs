@@ -31,7 +31,8 @@ struct PasswdEntry<'a> {
 fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     passwd.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
-        if fields.len() < 7 || line.starts_with('#') {
+        // A line without a name is no account (and would give the child USER="").
+        if fields.len() < 7 || line.starts_with('#') || fields[0].is_empty() {
             return None;
         }
         Some(PasswdEntry {
@@ -162,6 +163,15 @@ mod tests {
 
     fn gids(ids: &[u32]) -> Vec<Gid> {
         ids.iter().copied().map(Gid::from_raw).collect()
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/user.rs): a passwd line with an empty name matched
+    /// by uid and gave the child an empty USER and LOGNAME.
+    #[test]
+    fn a_passwd_line_without_a_name_is_no_account() {
+        let who = resolve("0:0", "::0:0::4::\n", "").unwrap();
+        assert_eq!(who.name, "0");
+        assert_eq!(who.home, "/");
     }
 
     #[test]

@@ -114,22 +114,7 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             };
             if readable {
                 let left = HEADER_READ_TIMEOUT.saturating_sub(accepted.elapsed());
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let response =
-                            respond(request.method(), request.uri().path(), &snapshots.borrow());
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(left.max(Duration::from_millis(1)))
-                    // Requests here are a line and a few headers; hyper's default buffer
-                    // (~400 KiB) would let 512 clients sending endless headers hold 200 MB.
-                    .max_buf_size(MAX_REQUEST_HEAD)
-                    // A prober may shut down its write side once the request is sent (`nc -N`,
-                    // shell probes); without this hyper sometimes closes before answering.
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(stream), service);
+                let connection = http_connection(stream, snapshots, left);
                 let lifetime = CONNECTION_LIFETIME.saturating_sub(accepted.elapsed());
                 tokio::select! {
                     _ = tokio::time::timeout(lifetime, connection) => {}
@@ -140,6 +125,34 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
             lock(&open).forget(id);
         });
     }
+}
+
+/// HTTP on one accepted connection whose first byte is there, until the client is done: the
+/// endpoints over hyper's HTTP/1.1, with the request head bounded in size and in time (what is
+/// left of [`HEADER_READ_TIMEOUT`] since the accept). [`serve`] adds the lifetime and eviction.
+pub async fn http_connection<S>(
+    stream: S,
+    snapshots: watch::Receiver<Snapshot>,
+    header_timeout: Duration,
+) -> hyper::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let response = respond(request.method(), request.uri().path(), &snapshots.borrow());
+        async move { Ok::<_, Infallible>(response) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout.max(Duration::from_millis(1)))
+        // Requests here are a line and a few headers; hyper's default buffer (~400 KiB) would
+        // let 512 clients sending endless headers hold 200 MB.
+        .max_buf_size(MAX_REQUEST_HEAD)
+        // A prober may shut down its write side once the request is sent (`nc -N`, shell
+        // probes); without this hyper sometimes closes before answering.
+        .half_close(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
 }
 
 /// The open connections, oldest first, each with the means to close it.

@@ -56,7 +56,7 @@
 //! | from | probe | to | why |
 //! | --- | --- | --- | --- |
 //! | starting | success | healthy | the first success ends the start period |
-//! | starting | failure inside the start period | starting | boot time: failures do not count (the first, and each change of reason, is reported) |
+//! | starting | failure of a probe that started inside the start period | starting | boot time: failures do not count (Docker compares the probe's start, not its end); the first, and each change of reason, is reported |
 //! | starting | `retries` failures after the start period | unhealthy | it never came up |
 //! | healthy | `retries` consecutive failures | unhealthy | one failure is noise; `retries` is a pattern |
 //! | healthy | success | healthy | resets the failure count |
@@ -384,7 +384,9 @@ struct HealthTrack {
     consecutive_failures: u32,
     consecutive_successes: u32,
     probe_due: Option<Instant>,
-    probing: bool,
+    /// When the probe in flight started: whether its failure is boot time depends on that
+    /// (Docker compares the probe's start with the container's), not on when it ended.
+    probing_since: Option<Instant>,
     healthy_once: bool,
     /// The reason of the last failure reported inside the start period.
     start_failure_reported: Option<String>,
@@ -477,7 +479,9 @@ impl Machine {
     /// The earliest moment at which a `Tick` may change something.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Running { track, .. } => track.probe_due.filter(|_| !track.probing),
+            Phase::Running { track, .. } => {
+                track.probe_due.filter(|_| track.probing_since.is_none())
+            }
             Phase::Draining { until, .. } => Some(*until),
             Phase::Stopping { deadline, .. } => Some(*deadline),
             Phase::Backoff { until } => Some(*until),
@@ -602,7 +606,7 @@ impl Machine {
                 consecutive_failures: 0,
                 consecutive_successes: 0,
                 probe_due: Some(now + timing.start_interval),
-                probing: false,
+                probing_since: None,
                 healthy_once: false,
                 start_failure_reported: None,
             },
@@ -614,7 +618,7 @@ impl Machine {
                 consecutive_failures: 0,
                 consecutive_successes: 0,
                 probe_due: None,
-                probing: false,
+                probing_since: None,
                 healthy_once: true,
                 start_failure_reported: None,
             },
@@ -1023,10 +1027,11 @@ impl Machine {
     fn on_tick(&mut self, now: Instant, out: &mut Step) {
         match self.phase.clone() {
             Phase::Running { track, .. }
-                if !track.probing && track.probe_due.is_some_and(|due| due <= now) =>
+                if track.probing_since.is_none()
+                    && track.probe_due.is_some_and(|due| due <= now) =>
             {
                 if let Phase::Running { track, .. } = &mut self.phase {
-                    track.probing = true;
+                    track.probing_since = Some(now);
                 }
                 out.act(Action::StartProbe);
             }
@@ -1105,7 +1110,7 @@ impl Machine {
             return;
         };
         if let Phase::Running { track, .. } | Phase::Draining { track, .. } = &mut self.phase {
-            track.probing = false;
+            track.probing_since = None;
             track.probe_due = Some(Self::next_probe_at(track, &timing, now));
             out.report(Report::ProbeInconclusive { detail });
         }
@@ -1119,9 +1124,9 @@ impl Machine {
             Phase::Running { pid, track } | Phase::Draining { pid, track, .. } => (*pid, track),
             _ => return,
         };
-        track.probing = false;
+        let started = track.probing_since.take().unwrap_or(now);
         let in_start_period = !track.start_period_ended
-            && now.saturating_duration_since(track.spawned_at) < timing.start_period;
+            && started.saturating_duration_since(track.spawned_at) < timing.start_period;
         let before = track.health;
         if ok {
             track.consecutive_failures = 0;
@@ -1201,5 +1206,7 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

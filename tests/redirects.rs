@@ -202,6 +202,24 @@ fn a_redirect_to_a_failing_page_is_unhealthy_and_to_a_good_one_healthy() {
 }
 
 #[test]
+fn a_redirect_to_a_login_page_that_carries_a_url_is_followed() {
+    // A login redirect whose ?next= holds a URL is a path on the same host, not another
+    // scheme: a 302 to a login page is not a healthy answer of its own.
+    let login = "/accounts/login/?next=http://127.0.0.1/health";
+    let site = Site::start(&[("/health", redirect(302, login)), (login, answer(503))]);
+    let (code, out) = check(&[&site.url("/health")]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "unhealthy: 503 Service Unavailable from {} (after 1 redirect from {})",
+            site.url(login),
+            site.url("/health")
+        )
+    );
+}
+
+#[test]
 fn the_supervisor_follows_the_redirect_and_restarts_on_the_final_answer() {
     let site = Site::start(&[
         ("/health", redirect(302, "/health/")),

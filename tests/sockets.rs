@@ -109,11 +109,16 @@ fn the_child_gets_exactly_its_sockets_at_3_and_4_with_its_own_pid_in_listen_pid(
     .start();
 
     for round in 0..2 {
-        let child = wait_for(DEADLINE, "the child to exec sleep", || {
+        // Asleep, not only exec'd: until then sleep itself has its locale files open.
+        let child = wait_for(DEADLINE, "the child to exec sleep and sleep", || {
             kw.child().filter(|&pid| {
-                fs::read_link(format!("/proc/{pid}/exe"))
+                let is_sleep = fs::read_link(format!("/proc/{pid}/exe"))
                     .map(|exe| exe.to_string_lossy().contains("sleep"))
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                let asleep = fs::read_to_string(format!("/proc/{pid}/wchan"))
+                    .map(|wchan| wchan.contains("nanosleep"))
+                    .unwrap_or(false);
+                is_sleep && asleep
             })
         });
         let child_fds = fds(child);

@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{host_port, tcp, Failure, Outcome, ProbeSpec, BODY_LIMIT};
+use super::http::{Dial, Endpoint, Network};
+use super::{host_port, Failure, Outcome, ProbeSpec, BODY_LIMIT};
 
 /// `HealthCheckResponse.ServingStatus`.
 const SERVING: u64 = 1;
@@ -155,9 +156,26 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The probe over the network.
 pub(super) async fn probe(host: &str, port: u16, service: &str, spec: &ProbeSpec) -> Outcome {
+    probe_via(host, port, service, spec, &mut Network).await
+}
+
+/// The probe over a connection from `dial` (see [`Dial`]).
+pub async fn probe_via(
+    host: &str,
+    port: u16,
+    service: &str,
+    spec: &ProbeSpec,
+    dial: &mut impl Dial,
+) -> Outcome {
     let shown = spec.target.display();
-    let stream = tcp::connect(host, port).await?;
+    let stream = dial
+        .dial(&Endpoint::Tcp {
+            host: host.to_string(),
+            port,
+        })
+        .await?;
     let bad = |e: hyper::Error| {
         // hyper says "http2 error"; what went wrong is in the h2 error beneath it.
         let cause = std::error::Error::source(&e)
@@ -253,15 +271,12 @@ pub(super) async fn probe(host: &str, port: u16, service: &str, spec: &ProbeSpec
     };
     tokio::pin!(connection);
     tokio::pin!(call);
-    let mut connection_done = false;
-    loop {
-        tokio::select! {
-            result = &mut call => return result,
-            result = &mut connection, if !connection_done => {
-                connection_done = true;
-                result.map_err(bad)?;
-            }
-        }
+    tokio::select! {
+        result = &mut call => result,
+        // The connection ended, often because the server closed it right after its answer
+        // (its last frames and its EOF come in one read): the call holds that answer, or the
+        // connection's error if there was none. Judged as the kubelet's client judges it.
+        _ = &mut connection => call.await,
     }
 }
 
@@ -337,6 +352,81 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a grpc.health.v1 server sends for a NOT_SERVING answer on stream 1 (its SETTINGS,
+    /// the response headers, the message, `grpc-status: 0`), made with the Python h2 package.
+    const NOT_SERVING_ANSWER: &str = "00002a04000000000000010000100000020000000000040000ffff0005\
+        0000400000080000000000030000006400060001000000000004010000000000000e010400000001885f8b\
+        1d75d0620d263d4c4d65640000070000000000010000000002080200000c01050000000140889acac8b212\
+        34da8f8107";
+
+    /// A server that reads the whole request (the client's frames up to its DATA with
+    /// END_STREAM), sends `answer` and closes the connection at once.
+    struct AnswerThenClose(Vec<u8>);
+
+    impl Dial for AnswerThenClose {
+        async fn dial(
+            &mut self,
+            _to: &Endpoint,
+        ) -> Result<Box<dyn crate::probe::http::Socket>, Failure> {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (probe_side, mut server) = tokio::io::duplex(64 * 1024);
+            let answer = self.0.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let request_done = |seen: &[u8]| {
+                    let mut frames = seen.get(24..).unwrap_or_default();
+                    while frames.len() >= 9 {
+                        let length = u32::from_be_bytes([0, frames[0], frames[1], frames[2]]);
+                        let (kind, flags) = (frames[3], frames[4]);
+                        if kind == 0 && flags & 1 == 1 {
+                            return true;
+                        }
+                        frames = frames.get(9 + length as usize..).unwrap_or_default();
+                    }
+                    false
+                };
+                let mut buf = [0u8; 4096];
+                while !request_done(&seen) {
+                    match server.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = server.write_all(&answer).await;
+                // Closing right after the answer: its last frames and the EOF come together.
+                drop(server);
+            });
+            Ok(Box::new(probe_side))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_followed_by_the_servers_close_is_judged_by_its_status() {
+        let hex = NOT_SERVING_ANSWER.replace(char::is_whitespace, "");
+        let answer: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let target = crate::probe::Target::Grpc {
+            host: "127.0.0.1".into(),
+            port: 50051,
+            service: String::new(),
+        };
+        let spec = ProbeSpec::new(target, crate::probe::Mode::Supervise);
+        // The close used to win the race against the answer about half the time.
+        for _ in 0..20 {
+            let mut server = AnswerThenClose(answer.clone());
+            let outcome = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                probe_via("127.0.0.1", 50051, "", &spec, &mut server),
+            )
+            .await
+            .expect("the probe ends once the server has closed");
+            let failure = outcome.expect_err("NOT_SERVING is unhealthy");
+            assert_eq!(failure.reason, "grpc NOT_SERVING", "{}", failure.detail);
+        }
+    }
 
     #[test]
     fn the_request_is_one_optional_string() {

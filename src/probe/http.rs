@@ -16,6 +16,7 @@ mod conn;
 pub mod wire;
 
 use conn::Peer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use wire::WireError;
 
 use super::{host_port, tcp, Failure, Mode, Outcome, ProbeSpec, Target};
@@ -109,10 +110,20 @@ pub fn parse_header(line: &str) -> Result<(String, String), String> {
 }
 
 /// Where one request of the chain goes.
-#[derive(Clone, Debug)]
-enum Endpoint {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
     Tcp { host: String, port: u16 },
     Unix { socket: String },
+}
+
+impl Endpoint {
+    /// `HOST:PORT` or the socket's path, as connect errors name them.
+    fn address(&self) -> String {
+        match self {
+            Endpoint::Tcp { host, port } => host_port(host, *port),
+            Endpoint::Unix { socket } => socket.clone(),
+        }
+    }
 }
 
 /// One request of the chain: where, which path, and the Host it names by default.
@@ -200,9 +211,96 @@ enum Answer {
     },
 }
 
-/// The probe: follow the chain, judge the last answer. `first` is the spec's first hop when
-/// the caller keeps it across probes (the supervisor does); None builds it here.
+/// Where a probe's connections come from: [`Network`] for the supervisor and `keepwell check`.
+/// The probe reads whatever bytes the connection gives as the app's, so anything that makes a
+/// byte stream (a fuzz target's, a benchmark's) drives the same code.
+pub trait Dial {
+    fn dial(
+        &mut self,
+        to: &Endpoint,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Socket>, Failure>>;
+
+    /// Connect to `to` and send `request`; the answer is read from what this returns. By
+    /// default the request is written to a dialled socket; [`Network`] does it in fewer system
+    /// calls (`conn`). `shown` is the URL the failure details name.
+    fn send(
+        &mut self,
+        to: &Endpoint,
+        request: &[u8],
+        shown: &str,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Answering>, Failure>> {
+        async move {
+            let mut socket = self.dial(to).await?;
+            socket
+                .write_all(request)
+                .await
+                .map_err(|e| open_error(&e, &to.address(), shown))?;
+            Ok(Box::new(socket) as Box<dyn Answering>)
+        }
+    }
+}
+
+/// Connections over the network: TCP to the resolved host, or the Unix socket.
+pub struct Network;
+
+impl Dial for Network {
+    async fn dial(&mut self, to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
+        Ok(match to {
+            Endpoint::Tcp { host, port } => Box::new(tcp::connect(host, *port).await?),
+            Endpoint::Unix { socket } => Box::new(
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| tcp::connect_error(&e, socket))?,
+            ),
+        })
+    }
+
+    /// The request goes out right after connect() and the socket is watched for reading only
+    /// (`conn`): 11 system calls per probe where a generic client makes 16.
+    async fn send(
+        &mut self,
+        to: &Endpoint,
+        request: &[u8],
+        shown: &str,
+    ) -> Result<Box<dyn Answering>, Failure> {
+        match to {
+            Endpoint::Tcp { host, port } => {
+                let mut last = None;
+                for addr in tcp::addresses(host, *port).await? {
+                    match conn::open(&Peer::Inet(addr), request).await {
+                        Ok(connection) => return Ok(Box::new(connection)),
+                        Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    Failure::new("cannot connect", format!("cannot connect to {host}"))
+                }))
+            }
+            Endpoint::Unix { socket } => match conn::open(&Peer::Unix(socket), request).await {
+                Ok(connection) => Ok(Box::new(connection)),
+                Err(e) => Err(open_error(&e, socket, shown)),
+            },
+        }
+    }
+}
+
+/// The probe over the network. `first` is the spec's first hop when the caller keeps it across
+/// probes (the supervisor does); None builds it here.
 pub(super) async fn probe(spec: &ProbeSpec, first: Option<&PreparedHop>) -> Outcome {
+    probe_chain(spec, first, &mut Network).await
+}
+
+/// The probe over connections from `dial`.
+pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
+    probe_chain(spec, None, dial).await
+}
+
+/// The probe: follow the chain over connections from `dial`, judge the last answer.
+async fn probe_chain(
+    spec: &ProbeSpec,
+    first: Option<&PreparedHop>,
+    dial: &mut impl Dial,
+) -> Outcome {
     let built;
     let first = match first {
         Some(first) => first,
@@ -236,7 +334,7 @@ pub(super) async fn probe(spec: &ProbeSpec, first: Option<&PreparedHop>) -> Outc
                 format!("cannot build the request for {shown}: {why}"),
             )
         })?;
-        let (summary, location) = match get(spec, hop, shown, request).await? {
+        let (summary, location) = match get(spec, hop, shown, request, dial).await? {
             Answer::Final(outcome) => {
                 return match redirects {
                     0 => outcome,
@@ -308,6 +406,20 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// The scheme of a URI reference (RFC 3986 section 3.1: a letter, then letters, digits, `+`, `-`,
+/// `.`, up to the first `:`), or `None` for a relative reference: `/login?next=http://x` is a
+/// path on the same host, not a URL of its own.
+fn uri_scheme(reference: &str) -> Option<&str> {
+    let end = reference.find([':', '/', '?', '#'])?;
+    let scheme = &reference[..end];
+    let valid = reference[end..].starts_with(':')
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
 /// The hop a `Location` leads to, or why it is not followed.
 fn follow(
     from: &Hop,
@@ -317,20 +429,24 @@ fn follow(
 ) -> Result<Hop, String> {
     let location = location.trim();
     let location = location.split('#').next().unwrap_or(location);
-    if location.starts_with("https://") {
-        return Err(
-            "to https, which keepwell does not speak (exempt the health path from the HTTPS \
-             redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
-                .into(),
-        );
-    }
-    let absolute = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("//"));
-    let Some(rest) = absolute else {
-        if location.contains("://") {
-            return Err("to another scheme".into());
+    let absolute = match uri_scheme(location) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(
+                "to https, which keepwell does not speak (exempt the health path from the HTTPS \
+                 redirect, e.g. Django's SECURE_REDIRECT_EXEMPT)"
+                    .into(),
+            );
         }
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+            match location[scheme.len() + 1..].strip_prefix("//") {
+                Some(rest) => Some(rest),
+                None => return Err("to an address keepwell cannot read".into()),
+            }
+        }
+        Some(_) => return Err("to another scheme".into()),
+        None => location.strip_prefix("//"),
+    };
+    let Some(rest) = absolute else {
         return Ok(Hop {
             path: resolve_path(&from.path, location),
             ..from.clone()
@@ -397,34 +513,26 @@ fn resolve_path(current: &str, reference: &str) -> String {
     format!("{dir}{reference}")
 }
 
+/// A connected socket, TCP or Unix. Boxed so that hyper's client (gRPC's) is compiled once
+/// rather than once per socket type.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
+
+/// A connection whose request is sent: the probe only reads from it.
+pub trait Answering: AsyncRead + Unpin + Send {}
+
+impl<S: AsyncRead + Unpin + Send> Answering for S {}
+
 /// One request of the chain on a connection of its own.
-async fn get(spec: &ProbeSpec, hop: &Hop, shown: &str, request: &[u8]) -> Result<Answer, Failure> {
-    let mut connection = match &hop.endpoint {
-        Endpoint::Tcp { host, port } => {
-            let mut last = None;
-            let mut connected = None;
-            for addr in tcp::addresses(host, *port).await? {
-                match conn::open(&Peer::Inet(addr), request).await {
-                    Ok(connection) => {
-                        connected = Some(connection);
-                        break;
-                    }
-                    Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
-                }
-            }
-            match connected {
-                Some(connection) => connection,
-                None => {
-                    return Err(last.unwrap_or_else(|| {
-                        Failure::new("cannot connect", format!("cannot connect to {host}"))
-                    }))
-                }
-            }
-        }
-        Endpoint::Unix { socket } => conn::open(&Peer::Unix(socket), request)
-            .await
-            .map_err(|e| open_error(&e, socket, shown))?,
-    };
+async fn get(
+    spec: &ProbeSpec,
+    hop: &Hop,
+    shown: &str,
+    request: &[u8],
+    dial: &mut impl Dial,
+) -> Result<Answer, Failure> {
+    let mut connection = dial.send(&hop.endpoint, request, shown).await?;
     let bad =
         |e: WireError| Failure::new("bad response", format!("bad response from {shown}: {e}"));
     let mut buf = wire::Buffer::new();
@@ -586,5 +694,29 @@ mod tests {
         assert!(follow(&from, "https://127.0.0.1/health", "127.0.0.1", None)
             .unwrap_err()
             .contains("https"));
+        assert!(follow(&from, "HTTPS://127.0.0.1/health", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("https"));
+        assert!(follow(&from, "ftp://127.0.0.1/x", "127.0.0.1", None)
+            .unwrap_err()
+            .contains("another scheme"));
+        let upper = follow(&from, "HTTP://127.0.0.1:8000/ok", "127.0.0.1", None).unwrap();
+        assert_eq!(upper.url(), "http://127.0.0.1:8000/ok");
+        // Found by fuzzing (fuzz/fuzz_targets/probe_http.rs): a path with "://" in it is a
+        // path on the same host (Django's login redirect carries ?next=URL), not another
+        // scheme, and was taken as a final 3xx answer.
+        for (location, url) in [
+            ("/://heal0", "http://127.0.0.1:8000/://heal0"),
+            (
+                "/login?next=http://127.0.0.1/health",
+                "http://127.0.0.1:8000/login?next=http://127.0.0.1/health",
+            ),
+            ("ok?to=a:b", "http://127.0.0.1:8000/ok?to=a:b"),
+        ] {
+            assert_eq!(
+                follow(&from, location, "127.0.0.1", None).unwrap().url(),
+                url
+            );
+        }
     }
 }

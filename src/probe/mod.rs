@@ -83,12 +83,34 @@ pub(crate) fn split_host_port(
         let (host, after) = rest
             .split_once(']')
             .ok_or("an IPv6 host needs its closing ']'")?;
-        (host, after.strip_prefix(':'))
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{host:?} in brackets is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("{after:?} after [{host}] is not :PORT"))?,
+            ),
+        };
+        (host, port)
     } else {
-        match authority.rsplit_once(':') {
+        let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
+        };
+        // A name or an IPv4 address: anything else cannot be connected to, and would only
+        // fail at the first probe instead of at start.
+        let name_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+        if let Some(bad) = host.chars().find(|c| !name_char(*c)) {
+            return Err(if bad == ':' {
+                "an IPv6 host goes in brackets, such as [::1]:8000".to_string()
+            } else {
+                format!("the host {host:?} has {bad:?}: expected a host name or an IP address")
+            });
         }
+        (host, port)
     };
     if host.is_empty() {
         return Err("the host is missing".into());
@@ -197,6 +219,11 @@ impl Target {
             Target::Http { host, port, path } => format!("http://{}{path}", host_port(host, *port)),
             Target::Tcp { host, port } => format!("tcp://{}", host_port(host, *port)),
             Target::Unix { socket, path } => format!("unix:{socket}:{path}"),
+            // A path that itself begins with // needs the empty authority shown, or
+            // parsing the shown URL back would take the // for it (file:////x is //x).
+            Target::File { path } if path.starts_with("//") => {
+                format!("file://{}", path.display())
+            }
             Target::File { path } => format!("file:{}", path.display()),
             Target::Grpc {
                 host,
@@ -255,7 +282,7 @@ pub struct ProbeResult {
 
 /// A failed probe, before its latency is known.
 #[derive(Debug)]
-pub(crate) struct Failure {
+pub struct Failure {
     pub reason: String,
     pub detail: String,
 }
@@ -270,7 +297,7 @@ impl Failure {
 }
 
 /// What a kind's probe returns: Ok(detail) when healthy.
-pub(crate) type Outcome = Result<String, Failure>;
+pub type Outcome = Result<String, Failure>;
 
 /// What the probe of a kind may need besides its spec.
 pub(crate) struct Context<'a> {
@@ -473,6 +500,35 @@ pub fn human_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing (fuzz/fuzz_targets/url.rs): a host that is no address was taken as
+    /// one, and failed only at the first probe ("cannot resolve") instead of at start.
+    #[test]
+    fn hosts_that_are_no_address_are_refused_at_start() {
+        for url in [
+            "tcp://d]b4:3//db:2",
+            "tcp://a:b:5432",
+            "http://host?x=1",
+            "http://user@host/",
+            "http://[::1]x/",
+            "http://[db]:80/",
+            "grpc://a b:50051",
+        ] {
+            let why = Target::parse(url).expect_err(url);
+            assert!(why.contains("expected"), "{url}: {why}");
+        }
+        assert!(Target::parse("tcp://::1:80")
+            .unwrap_err()
+            .contains("brackets"));
+        for url in [
+            "tcp://my_db-1.internal:5432",
+            "http://[::1]/",
+            "http://10.0.0.1:8000/",
+        ] {
+            let target = Target::parse(url).expect(url);
+            assert_eq!(Target::parse(&target.display()), Ok(target));
+        }
+    }
+
     #[test]
     fn the_url_forms() {
         assert_eq!(
@@ -532,6 +588,12 @@ mod tests {
                 path: "/tmp/hb".into()
             }
         );
+        // Found by fuzzing (fuzz/fuzz_targets/url.rs): file://// was shown as file://, which
+        // does not parse back.
+        for url in ["file:////", "file:////srv/hb", "file://relative/hb"] {
+            let target = Target::parse(url).unwrap();
+            assert_eq!(Target::parse(&target.display()).unwrap(), target, "{url}");
+        }
         if cfg!(feature = "grpc") {
             assert_eq!(
                 Target::parse("grpc://127.0.0.1:50051").unwrap(),
@@ -568,6 +630,7 @@ mod tests {
             .contains("65535"));
         assert!(Target::parse("unix::/x").unwrap_err().contains("socket"));
         assert!(Target::parse("file:").unwrap_err().contains("file:PATH"));
+        assert!(Target::parse("file://").unwrap_err().contains("file:PATH"));
         assert!(Target::parse("grpc://host")
             .unwrap_err()
             .contains("the port is missing"));

@@ -1227,6 +1227,39 @@ fn livez_stays_up_under_on_unhealthy_ignore_while_readyz_drops() {
     assert!(!m.view().live);
 }
 
+// --- counterexamples the model check (properties.rs) found, shrunk -------------------------
+
+/// Docker counts a failure against the start period by when the probe *started*
+/// (`result.Start.Sub(c.State.StartedAt)` in moby): a probe that began inside the boot time and
+/// failed after it (a slow timeout) is still boot time.
+#[test]
+fn a_failed_probe_that_started_inside_the_start_period_does_not_count() {
+    let mut m = probing(Policy {
+        health: Some(HealthTiming {
+            retries: 1,
+            ..timing()
+        }),
+        ..policy()
+    });
+    assert_eq!(
+        m.step(Event::Tick, t(59_000)).actions,
+        vec![Action::StartProbe]
+    );
+    let step = m.step(
+        Event::ProbeDone {
+            ok: false,
+            detail: "no answer within 2s".into(),
+            reason: "no answer".into(),
+        },
+        t(61_000),
+    );
+    assert!(step.actions.is_empty(), "{:?}", step.actions);
+    assert_eq!(m.view().health, Health::Starting);
+    // The next one started after the start period: it counts.
+    probe(&mut m, false, 71_000);
+    assert_eq!(m.view().health, Health::Unhealthy);
+}
+
 /// How many times a step asked for the held sockets to be closed.
 fn releases(step: &Step) -> usize {
     step.actions
