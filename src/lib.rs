@@ -9,6 +9,7 @@
 //! - `startup`: the order PID 1 sets itself up in, up to the supervisor's first step.
 //! - `state`: the state machine, pure: phases, health, restart policy, exit codes.
 //! - `supervisor`: the one task that owns the machine: signals, reaping, probes, timers.
+//! - `alarm`: the supervisor's one timer (a timerfd), set at the next deadline.
 //! - `signals`: every signal blocked and read from one signalfd; terminal hand-over.
 //! - `reaper`: the only waitpid loop; subreaper registration.
 //! - `sockets`: the app's listening sockets keepwell holds (`--socket`), handed down as fd 3, ….
@@ -21,6 +22,7 @@
 //! - `server`: the `--listen` endpoints; `local`: the socket `keepwell check` asks.
 //! - `check`: `keepwell check`; `logging`: keepwell's own lines, never blocking the loop.
 
+pub mod alarm;
 pub mod check;
 pub mod child;
 pub mod cli;

@@ -21,6 +21,22 @@ pub struct LastProbe {
     pub latency_ms: f64,
 }
 
+impl LastProbe {
+    /// Make this a copy of `from`, reusing this one's detail string.
+    pub fn copy_from(&mut self, from: &LastProbe) {
+        let LastProbe {
+            at_unix,
+            ok,
+            detail,
+            latency_ms,
+        } = from;
+        self.at_unix = *at_unix;
+        self.ok = *ok;
+        self.detail.clone_from(detail);
+        self.latency_ms = *latency_ms;
+    }
+}
+
 /// Everything readers may know, as of the last step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -54,6 +70,51 @@ pub fn unix_now() -> f64 {
 }
 
 impl Snapshot {
+    /// Make this a copy of `from`, reusing this one's strings: the supervisor publishes after
+    /// every probe, and a derived `clone_from` allocates every string anew and frees the old
+    /// ones (a sixth of a probe's instructions). Destructured, so a new field cannot be missed.
+    pub fn copy_from(&mut self, from: &Snapshot) {
+        let Snapshot {
+            state,
+            phase,
+            child_pid,
+            user,
+            restarts,
+            live,
+            ready,
+            started,
+            draining,
+            health_url,
+            sockets,
+            last_probe,
+            probes_ok,
+            probes_failed,
+            probe_seconds_sum,
+            started_at_unix,
+            keepwell_pid,
+        } = from;
+        self.state = *state;
+        self.phase.clone_from(phase);
+        self.child_pid = *child_pid;
+        self.user.clone_from(user);
+        self.restarts = *restarts;
+        self.live = *live;
+        self.ready = *ready;
+        self.started = *started;
+        self.draining = *draining;
+        self.health_url.clone_from(health_url);
+        self.sockets.clone_from(sockets);
+        match (&mut self.last_probe, last_probe) {
+            (Some(to), Some(from)) => to.copy_from(from),
+            (to, from) => to.clone_from(from),
+        }
+        self.probes_ok = *probes_ok;
+        self.probes_failed = *probes_failed;
+        self.probe_seconds_sum = *probe_seconds_sum;
+        self.started_at_unix = *started_at_unix;
+        self.keepwell_pid = *keepwell_pid;
+    }
+
     pub fn uptime_seconds(&self) -> f64 {
         (unix_now() - self.started_at_unix).max(0.0)
     }
@@ -187,5 +248,58 @@ impl Snapshot {
             "{verdict}: keepwell (pid {}) reports {child}{last}",
             self.keepwell_pid
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(n: u64, last_probe: Option<&str>) -> Snapshot {
+        Snapshot {
+            state: if n % 2 == 0 {
+                Health::Healthy
+            } else {
+                Health::Unhealthy
+            },
+            phase: format!("phase {n}"),
+            child_pid: Some(n as i32),
+            user: format!("user {n}"),
+            restarts: n,
+            live: n % 2 == 0,
+            ready: n % 3 == 0,
+            started: n % 5 == 0,
+            draining: n % 7 == 0,
+            health_url: (n % 2 == 0).then(|| format!("http://127.0.0.1:{n}/health")),
+            sockets: (0..n).map(|i| format!("0.0.0.0:{i} (fd 3)")).collect(),
+            last_probe: last_probe.map(|detail| LastProbe {
+                at_unix: n as f64,
+                ok: n % 2 == 0,
+                detail: detail.to_string(),
+                latency_ms: n as f64 / 3.0,
+            }),
+            probes_ok: n * 10,
+            probes_failed: n * 11,
+            probe_seconds_sum: n as f64 / 7.0,
+            started_at_unix: n as f64 * 2.0,
+            keepwell_pid: n as u32 + 1,
+        }
+    }
+
+    #[test]
+    fn copy_from_makes_an_equal_snapshot_whatever_was_there() {
+        let lasts = [
+            None,
+            Some("200 OK from http://127.0.0.1:8000/health"),
+            Some(""),
+        ];
+        for (i, before) in lasts.iter().enumerate() {
+            for (j, after) in lasts.iter().enumerate() {
+                let mut current = snapshot(i as u64 + 1, *before);
+                let next = snapshot(j as u64 + 4, *after);
+                current.copy_from(&next);
+                assert_eq!(current, next, "from {before:?} to {after:?}");
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The one task that owns the state machine and carries out what it decides.
 //!
 //! It waits on three things only — the signal queue (SIGCHLD included), the probe in flight,
-//! and the machine's next deadline — turns whatever arrives into events, feeds them to
-//! [`Machine::step`], performs the actions, and publishes a snapshot for the readers. A probe is
-//! just one more future in that wait, so a hung app can never hold up a signal or a reap.
+//! and one alarm set at the next deadline (the machine's, or the probe's timeout) — turns
+//! whatever arrives into events, feeds them to [`Machine::step`], performs the actions, and
+//! publishes a snapshot for the readers. A probe is just one more future in that wait, so a
+//! hung app can never hold up a signal or a reap.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+use crate::alarm::Alarm;
 use crate::child;
 use crate::config::Config;
 use crate::leftovers;
@@ -35,6 +37,8 @@ pub struct Supervisor {
     /// How many leftovers the last cleanup signal reached, for the line when they are gone.
     leftovers_signalled: usize,
     probe: Option<ProbeFuture>,
+    /// When the probe in flight started: at its timeout it is dropped and counts as timed out.
+    probe_started: Option<Instant>,
     snapshot: Snapshot,
     publish: watch::Sender<Snapshot>,
 }
@@ -86,6 +90,7 @@ impl Supervisor {
             child_pid: None,
             leftovers_signalled: 0,
             probe: None,
+            probe_started: None,
             snapshot,
             publish,
         };
@@ -98,6 +103,16 @@ impl Supervisor {
 
     /// Run until the machine says exit; returns keepwell's exit code.
     pub async fn run(mut self) -> i32 {
+        let mut alarm = match Alarm::new() {
+            Ok(alarm) => alarm,
+            Err(e) => {
+                tracing::error!(
+                    "cannot create the supervisor's timer (a timerfd): {e}; when it says too \
+                     many open files, raise the container's limit (docker run --ulimit nofile=...)"
+                );
+                return 1;
+            }
+        };
         loop {
             while let Some(work) = self.pending.pop_front() {
                 let event = match work {
@@ -151,18 +166,36 @@ impl Supervisor {
                 let poll = Instant::now() + LEFTOVERS_POLL;
                 deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
             }
+            let probe_deadline = match (&self.prober, self.probe_started) {
+                (Some(prober), Some(started)) => Some(started + prober.spec().timeout),
+                _ => None,
+            };
+            if let Some(at) = probe_deadline {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
             let wake = {
                 let probe = &mut self.probe;
                 tokio::select! {
                     batch = self.signals.next() => Wake::Signals(batch),
                     result = async { match probe { Some(p) => p.await, None => std::future::pending().await } } => Wake::Probe(result),
-                    () = async {
-                        match deadline {
-                            Some(at) => tokio::time::sleep_until(at.into()).await,
-                            None => std::future::pending().await,
+                    rang = alarm.until(deadline) => match rang {
+                        Ok(()) => Wake::Deadline,
+                        Err(e) => {
+                            tracing::error!("waiting on the supervisor's timer failed: {e}; keepwell cannot go on as PID 1");
+                            return 1;
                         }
-                    } => Wake::Deadline,
+                    },
                 }
+            };
+            // A probe past its timeout is dropped (which cancels it) and counts as timed out.
+            let wake = match (wake, &self.prober, self.probe_started) {
+                (Wake::Deadline, Some(prober), Some(started))
+                    if probe_deadline.is_some_and(|at| Instant::now() >= at) =>
+                {
+                    self.probe = None;
+                    Wake::Probe(prober.timed_out(started))
+                }
+                (wake, _, _) => wake,
             };
             match wake {
                 Wake::Signals(Ok(batch)) => self.on_signals(batch),
@@ -172,6 +205,7 @@ impl Supervisor {
                 }
                 Wake::Probe(result) => {
                     self.probe = None;
+                    self.probe_started = None;
                     let event = if !result.ok && out_of_descriptors(&result.detail) {
                         // keepwell's own shortage says nothing about the app: not counted.
                         Event::ProbeInconclusive {
@@ -297,9 +331,13 @@ impl Supervisor {
             Action::StartProbe => {
                 if let Some(prober) = &self.prober {
                     self.probe = Some(prober.start());
+                    self.probe_started = Some(Instant::now());
                 }
             }
-            Action::CancelProbe => self.probe = None,
+            Action::CancelProbe => {
+                self.probe = None;
+                self.probe_started = None;
+            }
             Action::ReleaseSockets => {
                 if !self.sockets.is_empty() {
                     self.sockets.release();
@@ -323,29 +361,38 @@ impl Supervisor {
             tracing::debug!(detail = %result.detail, "probe failed");
         }
         snapshot.probe_seconds_sum += result.latency.as_secs_f64();
-        snapshot.last_probe = Some(LastProbe {
-            at_unix: unix_now(),
-            ok: result.ok,
-            detail: result.detail.clone(),
-            latency_ms: result.latency.as_secs_f64() * 1000.0,
+        // Updated in place: the previous detail's buffer takes the new one.
+        let last = snapshot.last_probe.get_or_insert_with(|| LastProbe {
+            at_unix: 0.0,
+            ok: false,
+            detail: String::new(),
+            latency_ms: 0.0,
         });
+        last.at_unix = unix_now();
+        last.ok = result.ok;
+        last.detail.clone_from(&result.detail);
+        last.latency_ms = result.latency.as_secs_f64() * 1000.0;
     }
 
     fn publish_snapshot(&mut self) {
         let view = self.machine.view();
         let snapshot = &mut self.snapshot;
         snapshot.state = view.health;
-        snapshot.phase = view.phase.to_string();
+        if snapshot.phase != view.phase {
+            snapshot.phase = view.phase.to_string();
+        }
         snapshot.child_pid = view.child_pid;
         snapshot.restarts = view.restarts;
         snapshot.live = view.live;
         snapshot.ready = view.ready;
         snapshot.started = view.started;
         snapshot.draining = view.draining;
-        let next = snapshot.clone();
+        // Copied only when it changed: most steps change nothing readers see.
         self.publish.send_if_modified(|current| {
-            let changed = *current != next;
-            *current = next;
+            let changed = current != snapshot;
+            if changed {
+                current.copy_from(snapshot);
+            }
             changed
         });
     }

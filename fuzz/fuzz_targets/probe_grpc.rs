@@ -5,13 +5,14 @@
 //! Input: one byte choosing the SERVICE (none, or "app"), then the server's bytes.
 #![no_main]
 
+mod common;
+
 use std::time::Duration;
 
 use keepwell::probe::grpc::probe_via;
 use keepwell::probe::http::{Dial, Endpoint, Socket};
 use keepwell::probe::{Failure, Mode, Outcome, ProbeSpec, Target};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::AsyncWriteExt;
 
 struct Replay {
     answer: Vec<u8>,
@@ -22,16 +23,7 @@ impl Dial for Replay {
     async fn dial(&mut self, _to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
         self.dialled += 1;
         let answer = std::mem::take(&mut self.answer);
-        let (probe_side, mut server_side) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(async move {
-            // Answer once the probe waits for the answer, as a real app answers its request:
-            // the paused clock moves on only when every task is idle.
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            let _ = server_side.write_all(&answer).await;
-            let _ = server_side.shutdown().await;
-            let _ = tokio::io::copy(&mut server_side, &mut tokio::io::sink()).await;
-        });
-        Ok(Box::new(probe_side))
+        Ok(Box::new(common::peer_answering(answer)))
     }
 }
 
@@ -40,11 +32,7 @@ fn probe_once(spec: &ProbeSpec, service: &str, answer: &[u8]) -> Outcome {
         answer: answer.to_vec(),
         dialled: 0,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
+    let runtime = common::paused_runtime();
     let outcome = runtime.block_on(async {
         let probe = probe_via("127.0.0.1", 50051, service, spec, &mut replay);
         tokio::time::timeout(Duration::from_secs(2), probe).await

@@ -6,12 +6,13 @@
 //! NUL bytes (a redirect's next request gets the next answer).
 #![no_main]
 
+mod common;
+
 use std::time::Duration;
 
 use keepwell::probe::http::{probe_via, Dial, Endpoint, Socket};
 use keepwell::probe::{Failure, Mode, Outcome, ProbeSpec, StatusRanges, Target};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::AsyncWriteExt;
 
 /// Each connection gets the next answer of the input once the request is sent, then the app
 /// closes its side.
@@ -24,18 +25,7 @@ impl Dial for Replay {
     async fn dial(&mut self, _to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
         let answer = self.answers[self.dialled % self.answers.len()].clone();
         self.dialled += 1;
-        let (probe_side, mut app_side) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(async move {
-            // Answer once the probe waits for the answer, as a real app answers its request:
-            // the paused clock moves on only when every task is idle.
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            // Fails once the probe has hung up, which is how a real app's write would end too.
-            let _ = app_side.write_all(&answer).await;
-            let _ = app_side.shutdown().await;
-            // Keep the app's end open until the probe is done reading.
-            let _ = tokio::io::copy(&mut app_side, &mut tokio::io::sink()).await;
-        });
-        Ok(Box::new(probe_side))
+        Ok(Box::new(common::peer_answering(answer)))
     }
 }
 
@@ -87,11 +77,7 @@ fn probe_once(spec: &ProbeSpec, answers: &[Vec<u8>]) -> (Outcome, usize) {
         answers: answers.to_vec(),
         dialled: 0,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
+    let runtime = common::paused_runtime();
     let outcome = runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(2), probe_via(spec, &mut replay)).await
     });

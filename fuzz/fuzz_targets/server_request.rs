@@ -3,6 +3,8 @@
 //! shuts its write side, as `nc -N` does.
 #![no_main]
 
+mod common;
+
 use std::time::Duration;
 
 use keepwell::server::{http_connection, HEADER_READ_TIMEOUT};
@@ -37,11 +39,7 @@ fn snapshot() -> Snapshot {
 fuzz_target!(|request: &[u8]| {
     let (tx, rx) = watch::channel(snapshot());
     let (mut client, server) = tokio::io::duplex(16 * 1024);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
+    let runtime = common::paused_runtime();
     let answer = runtime.block_on(async {
         let serve = http_connection(server, rx, HEADER_READ_TIMEOUT);
         let talk = async {

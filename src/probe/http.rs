@@ -12,11 +12,12 @@
 //! timeout. Failure details name the fix for the usual causes: a 400 is most often Django's
 //! `ALLOWED_HOSTS`, a 404 the path.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+mod conn;
+pub mod wire;
+
+use conn::Peer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use wire::WireError;
 
 use super::{host_port, tcp, Failure, Mode, Outcome, ProbeSpec, Target};
 
@@ -115,6 +116,16 @@ pub enum Endpoint {
     Unix { socket: String },
 }
 
+impl Endpoint {
+    /// `HOST:PORT` or the socket's path, as connect errors name them.
+    fn address(&self) -> String {
+        match self {
+            Endpoint::Tcp { host, port } => host_port(host, *port),
+            Endpoint::Unix { socket } => socket.clone(),
+        }
+    }
+}
+
 /// One request of the chain: where, which path, and the Host it names by default.
 #[derive(Clone, Debug)]
 struct Hop {
@@ -145,6 +156,51 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// A request of the chain, ready to send: where, the URL as details show it, the request's
+/// bytes. The first one is worked out once for the spec (`Prober` keeps it): every supervisor
+/// probe sends the same bytes to the same place, and building them again each time was a fifth
+/// of a probe's instructions (tests/bench/probe_overhead.md).
+pub struct PreparedHop {
+    hop: Hop,
+    /// The URL as failure details show it.
+    url: String,
+    request: Result<Vec<u8>, &'static str>,
+}
+
+impl PreparedHop {
+    /// The first hop of an HTTP or Unix-socket spec; None for any other target.
+    pub fn new(spec: &ProbeSpec) -> Option<PreparedHop> {
+        let hop = match &spec.target {
+            Target::Http { host, port, path } => Hop {
+                endpoint: Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                path: path.clone(),
+                authority: authority(host, *port),
+            },
+            Target::Unix { socket, path } => Hop {
+                endpoint: Endpoint::Unix {
+                    socket: socket.clone(),
+                },
+                path: path.clone(),
+                authority: "localhost".into(),
+            },
+            _ => return None,
+        };
+        Some(PreparedHop::of(hop, spec))
+    }
+
+    /// `hop` with its URL and request.
+    fn of(hop: Hop, spec: &ProbeSpec) -> PreparedHop {
+        PreparedHop {
+            url: hop.url(),
+            request: wire::request(&hop.path, &hop.authority, &spec.headers),
+            hop,
+        }
+    }
+}
+
 /// What one request found.
 enum Answer {
     Final(Outcome),
@@ -163,6 +219,25 @@ pub trait Dial {
         &mut self,
         to: &Endpoint,
     ) -> impl std::future::Future<Output = Result<Box<dyn Socket>, Failure>>;
+
+    /// Connect to `to` and send `request`; the answer is read from what this returns. By
+    /// default the request is written to a dialled socket; [`Network`] does it in fewer system
+    /// calls (`conn`). `shown` is the URL the failure details name.
+    fn send(
+        &mut self,
+        to: &Endpoint,
+        request: &[u8],
+        shown: &str,
+    ) -> impl std::future::Future<Output = Result<Box<dyn Answering>, Failure>> {
+        async move {
+            let mut socket = self.dial(to).await?;
+            socket
+                .write_all(request)
+                .await
+                .map_err(|e| open_error(&e, &to.address(), shown))?;
+            Ok(Box::new(socket) as Box<dyn Answering>)
+        }
+    }
 }
 
 /// Connections over the network: TCP to the resolved host, or the Unix socket.
@@ -179,55 +254,95 @@ impl Dial for Network {
             ),
         })
     }
+
+    /// The request goes out right after connect() and the socket is watched for reading only
+    /// (`conn`): 11 system calls per probe where a generic client makes 16.
+    async fn send(
+        &mut self,
+        to: &Endpoint,
+        request: &[u8],
+        shown: &str,
+    ) -> Result<Box<dyn Answering>, Failure> {
+        match to {
+            Endpoint::Tcp { host, port } => {
+                let mut last = None;
+                for addr in tcp::addresses(host, *port).await? {
+                    match conn::open(&Peer::Inet(addr), request).await {
+                        Ok(connection) => return Ok(Box::new(connection)),
+                        Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    Failure::new("cannot connect", format!("cannot connect to {host}"))
+                }))
+            }
+            Endpoint::Unix { socket } => match conn::open(&Peer::Unix(socket), request).await {
+                Ok(connection) => Ok(Box::new(connection)),
+                Err(e) => Err(open_error(&e, socket, shown)),
+            },
+        }
+    }
 }
 
-/// The probe over the network.
-pub(super) async fn probe(spec: &ProbeSpec) -> Outcome {
-    probe_via(spec, &mut Network).await
+/// The probe over the network. `first` is the spec's first hop when the caller keeps it across
+/// probes (the supervisor does); None builds it here.
+pub(super) async fn probe(spec: &ProbeSpec, first: Option<&PreparedHop>) -> Outcome {
+    probe_chain(spec, first, &mut Network).await
+}
+
+/// The probe over connections from `dial`.
+pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
+    probe_chain(spec, None, dial).await
 }
 
 /// The probe: follow the chain over connections from `dial`, judge the last answer.
-pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
-    let (mut hop, asked_host) = match &spec.target {
-        Target::Http { host, port, path } => (
-            Hop {
-                endpoint: Endpoint::Tcp {
-                    host: host.clone(),
-                    port: *port,
-                },
-                path: path.clone(),
-                authority: authority(host, *port),
-            },
-            host.clone(),
-        ),
-        Target::Unix { socket, path } => (
-            Hop {
-                endpoint: Endpoint::Unix {
-                    socket: socket.clone(),
-                },
-                path: path.clone(),
-                authority: "localhost".into(),
-            },
-            "localhost".to_string(),
-        ),
-        other => unreachable!("http::probe is only dispatched for HTTP targets, not {other:?}"),
+async fn probe_chain(
+    spec: &ProbeSpec,
+    first: Option<&PreparedHop>,
+    dial: &mut impl Dial,
+) -> Outcome {
+    let built;
+    let first = match first {
+        Some(first) => first,
+        None => {
+            built = PreparedHop::new(spec);
+            built
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("http::probe is only dispatched for HTTP targets"))
+        }
     };
+    let asked_host = match &first.hop.endpoint {
+        Endpoint::Tcp { host, .. } => host.as_str(),
+        Endpoint::Unix { .. } => "localhost",
+    };
+    // The hop a followed redirect leads to, built as the first one is.
+    let mut later: Option<PreparedHop> = None;
     let custom_host = spec
         .headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("host"))
         .map(|(_, v)| strip_port(v).to_ascii_lowercase());
-    let first_url = hop.url();
+    // Named only when a redirect is followed.
+    let mut first_url = None;
     let mut redirects = 0;
     loop {
-        let (summary, location) = match get(spec, &hop, dial).await? {
+        let current = later.as_ref().unwrap_or(first);
+        let (hop, shown) = (&current.hop, current.url.as_str());
+        let request = current.request.as_deref().map_err(|why| {
+            Failure::new(
+                "bad request",
+                format!("cannot build the request for {shown}: {why}"),
+            )
+        })?;
+        let (summary, location) = match get(spec, hop, shown, request, dial).await? {
             Answer::Final(outcome) => {
                 return match redirects {
                     0 => outcome,
                     n => {
                         let after = format!(
-                            " (after {n} redirect{} from {first_url})",
-                            if n == 1 { "" } else { "s" }
+                            " (after {n} redirect{} from {})",
+                            if n == 1 { "" } else { "s" },
+                            first_url.as_deref().unwrap_or_default()
                         );
                         outcome.map(|d| d + &after).map_err(|f| Failure {
                             detail: f.detail + &after,
@@ -239,7 +354,7 @@ pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
             Answer::Redirect { summary, location } => (summary, location),
         };
         let shown_location = location.chars().take(200).collect::<String>();
-        let next = match follow(&hop, &location, &asked_host, custom_host.as_deref()) {
+        let next = match follow(hop, &location, asked_host, custom_host.as_deref()) {
             Ok(next) => next,
             Err(why) => {
                 // Not followed: the redirect is the final answer, as the kubelet judges it.
@@ -248,6 +363,7 @@ pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
                 return judge_status(spec, redirect_code(&summary), detail);
             }
         };
+        let first_url = first_url.get_or_insert_with(|| shown.to_string());
         if redirects == MAX_REDIRECTS {
             return Err(Failure::new(
                 "redirect loop",
@@ -259,7 +375,7 @@ pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
             ));
         }
         redirects += 1;
-        hop = next;
+        later = Some(PreparedHop::of(next, spec));
     }
 }
 
@@ -397,118 +513,80 @@ fn resolve_path(current: &str, reference: &str) -> String {
     format!("{dir}{reference}")
 }
 
-/// A connected socket, TCP or Unix. Boxed so that hyper's client is compiled once rather than
-/// once per socket type (it is the largest part of a probe in the binary).
+/// A connected socket, TCP or Unix. Boxed so that hyper's client (gRPC's) is compiled once
+/// rather than once per socket type.
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
 
+/// A connection whose request is sent: the probe only reads from it.
+pub trait Answering: AsyncRead + Unpin + Send {}
+
+impl<S: AsyncRead + Unpin + Send> Answering for S {}
+
 /// One request of the chain on a connection of its own.
-async fn get(spec: &ProbeSpec, hop: &Hop, dial: &mut impl Dial) -> Result<Answer, Failure> {
-    let stream = dial.dial(&hop.endpoint).await?;
-    let shown = hop.url();
+async fn get(
+    spec: &ProbeSpec,
+    hop: &Hop,
+    shown: &str,
+    request: &[u8],
+    dial: &mut impl Dial,
+) -> Result<Answer, Failure> {
+    let mut connection = dial.send(&hop.endpoint, request, shown).await?;
     let bad =
-        |e: hyper::Error| Failure::new("bad response", format!("bad response from {shown}: {e}"));
-    // The response head is bounded by the same 64 KiB as the body, and so is the read buffer:
-    // hyper's defaults would take some 400 KiB of headers from a broken app.
-    let (mut sender, connection) = http1::Builder::new()
-        .max_header_size(BODY_LIMIT)
-        .max_buf_size(BODY_LIMIT)
-        .handshake(TokioIo::new(stream))
+        |e: WireError| Failure::new("bad response", format!("bad response from {shown}: {e}"));
+    let mut buf = wire::Buffer::new();
+    let head = wire::read_head(&mut connection, &mut buf)
         .await
         .map_err(bad)?;
-
-    let mut request =
-        hyper::Request::get(hop.path.as_str()).header(hyper::header::USER_AGENT, "keepwell");
-    let custom_host = spec
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("host"));
-    if !custom_host {
-        request = request.header(hyper::header::HOST, hop.authority.as_str());
-    }
-    for (name, value) in &spec.headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let request = request.body(Empty::<Bytes>::new()).map_err(|e| {
-        Failure::new(
-            "bad request",
-            format!("cannot build the request for {shown}: {e}"),
-        )
-    })?;
-
-    // The connection is driven here, not spawned: when the timeout drops this future, the
-    // socket closes with it and nothing of a hung app lingers.
-    let exchange = async {
-        let response = sender.send_request(request).await.map_err(bad)?;
-        let status = response.status();
-        let code = status.as_u16();
-        let summary = match status.canonical_reason() {
-            Some(reason) => format!("{code} {reason} from {shown}"),
-            None => format!("{code} from {shown}"),
-        };
-        let location = response
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|l| l.to_str().ok());
-        if matches!(code, 301 | 302 | 303 | 307 | 308) {
-            if let Some(location) = location {
-                return Ok(Answer::Redirect {
-                    summary,
-                    location: location.to_string(),
-                });
-            }
-        }
-        if !spec.status.contains(code) {
-            let hint = status_hint(code, spec.mode);
-            return Ok(Answer::Final(Err(Failure::new(
-                format!("http {code}"),
-                format!("{summary}{hint}"),
-            ))));
-        }
-        let Some(needle) = &spec.body else {
-            return Ok(Answer::Final(Ok(summary)));
-        };
-        let mut body = response.into_body();
-        let mut seen: Vec<u8> = Vec::new();
-        while seen.len() < BODY_LIMIT {
-            match body.frame().await {
-                None => break,
-                Some(Err(e)) => return Err(bad(e)),
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        let room = BODY_LIMIT - seen.len();
-                        seen.extend_from_slice(&data[..data.len().min(room)]);
-                    }
-                }
-            }
-            if contains(&seen, needle.as_bytes()) {
-                return Ok(Answer::Final(Ok(summary)));
-            }
-        }
-        if contains(&seen, needle.as_bytes()) {
-            Ok(Answer::Final(Ok(summary)))
-        } else {
-            Ok(Answer::Final(Err(Failure::new(
-                "body mismatch",
-                format!(
-                    "{summary}, but its body (first {} KiB) does not contain {needle:?}",
-                    BODY_LIMIT / 1024
-                ),
-            ))))
-        }
+    let code = head.code;
+    let summary = match hyper::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+    {
+        Some(reason) => format!("{code} {reason} from {shown}"),
+        None => format!("{code} from {shown}"),
     };
-    tokio::pin!(connection);
-    tokio::pin!(exchange);
-    let mut connection_done = false;
-    loop {
-        tokio::select! {
-            result = &mut exchange => return result,
-            result = &mut connection, if !connection_done => {
-                connection_done = true;
-                result.map_err(bad)?;
-            }
+    if matches!(code, 301 | 302 | 303 | 307 | 308) {
+        if let Some(location) = head.location {
+            return Ok(Answer::Redirect { summary, location });
         }
+    }
+    if !spec.status.contains(code) {
+        let hint = status_hint(code, spec.mode);
+        return Ok(Answer::Final(Err(Failure::new(
+            format!("http {code}"),
+            format!("{summary}{hint}"),
+        ))));
+    }
+    let Some(needle) = &spec.body else {
+        return Ok(Answer::Final(Ok(summary)));
+    };
+    if wire::body_contains(&mut connection, &mut buf, head.framing, needle.as_bytes())
+        .await
+        .map_err(bad)?
+    {
+        Ok(Answer::Final(Ok(summary)))
+    } else {
+        Ok(Answer::Final(Err(Failure::new(
+            "body mismatch",
+            format!(
+                "{summary}, but its body (first {} KiB) does not contain {needle:?}",
+                BODY_LIMIT / 1024
+            ),
+        ))))
+    }
+}
+
+/// What a failed connect-and-send means: a peer that took the connection and dropped it at
+/// once closed it before answering; anything else is the connect's failure.
+fn open_error(e: &std::io::Error, to: &str, shown: &str) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Failure::new(
+            "bad response",
+            format!("bad response from {shown}: {}", WireError::Closed),
+        ),
+        _ => tcp::connect_error(e, to),
     }
 }
 
@@ -529,10 +607,6 @@ fn status_hint(code: u16, mode: Mode) -> String {
             .to_string(),
         _ => String::new(),
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -306,14 +306,20 @@ pub(crate) struct Context<'a> {
     /// `HOME`, `USER`, `LOGNAME` of `--user`, as the child has them.
     pub env: &'a [(String, String)],
     pub reaping: &'a cmd::Reaping,
+    /// The first request of an HTTP probe, kept by the caller across probes.
+    pub first_hop: Option<&'a http::PreparedHop>,
 }
 
-/// Run one probe of any kind; it always returns, within `spec.timeout` (plus scheduling).
+/// Run one probe of any kind, unbounded in time: the caller bounds it by `spec.timeout` (the
+/// supervisor with its alarm, `once` with a timer) and, past it, drops it and reports
+/// [`timed_out_result`].
 async fn run(spec: &ProbeSpec, context: Context<'_>) -> ProbeResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(spec.timeout, dispatch(spec, &context)).await;
-    let latency = started.elapsed();
-    let outcome = outcome.unwrap_or_else(|_| Err(timed_out(spec)));
+    let outcome = dispatch(spec, &context).await;
+    result(outcome, started.elapsed())
+}
+
+fn result(outcome: Outcome, latency: Duration) -> ProbeResult {
     match outcome {
         Ok(detail) => ProbeResult {
             ok: true,
@@ -330,10 +336,15 @@ async fn run(spec: &ProbeSpec, context: Context<'_>) -> ProbeResult {
     }
 }
 
+/// The result of a probe that `spec.timeout` cut short after `latency`.
+fn timed_out_result(spec: &ProbeSpec, latency: Duration) -> ProbeResult {
+    result(Err(timed_out(spec)), latency)
+}
+
 async fn dispatch(spec: &ProbeSpec, context: &Context<'_>) -> Outcome {
     match &spec.target {
         Target::Tcp { host, port } => tcp::probe(host, *port).await,
-        Target::Http { .. } | Target::Unix { .. } => http::probe(spec).await,
+        Target::Http { .. } | Target::Unix { .. } => http::probe(spec, context.first_hop).await,
         Target::File { path } => file::probe(path, context.child_since, spec),
         Target::Command(command) => {
             cmd::probe(command, context.env, context.reaping, spec.timeout).await
@@ -376,19 +387,24 @@ fn timed_out(spec: &ProbeSpec) -> Failure {
     Failure::new("timeout", detail)
 }
 
-/// One probe in `keepwell check`: a command check waits for its own child (this process is
-/// the subreaper of everything the check starts).
+/// One probe in `keepwell check`, within `spec.timeout`: a command check waits for its own
+/// child (this process is the subreaper of everything the check starts).
 pub async fn once(spec: &ProbeSpec) -> ProbeResult {
     let reaping = cmd::Reaping::Own;
-    run(
+    let started = Instant::now();
+    let probe = run(
         spec,
         Context {
             child_since: None,
             env: &[],
             reaping: &reaping,
+            first_hop: None,
         },
-    )
-    .await
+    );
+    match tokio::time::timeout(spec.timeout, probe).await {
+        Ok(result) => result,
+        Err(_) => timed_out_result(spec, started.elapsed()),
+    }
 }
 
 /// A probe in flight, as the supervisor awaits it among its other events.
@@ -401,6 +417,7 @@ pub struct Prober {
     env: std::rc::Rc<Vec<(String, String)>>,
     routes: cmd::Reaping,
     child_since: Option<SystemTime>,
+    first_hop: Option<std::rc::Rc<http::PreparedHop>>,
 }
 
 impl Prober {
@@ -414,6 +431,7 @@ impl Prober {
             None => Vec::new(),
         };
         Prober {
+            first_hop: http::PreparedHop::new(&spec).map(std::rc::Rc::new),
             spec: std::rc::Rc::new(spec),
             env: std::rc::Rc::new(env),
             routes: cmd::Reaping::routed(),
@@ -432,22 +450,31 @@ impl Prober {
     }
 
     /// Start one probe; the future owns what it needs, so dropping it cancels the probe (a
-    /// command check's process group is killed).
+    /// command check's process group is killed). It is not bounded in time by itself: the
+    /// supervisor drops it at `spec().timeout` and takes [`Prober::timed_out`] instead, so the
+    /// one alarm it sleeps on covers the probe too (`alarm`).
     pub fn start(&self) -> ProbeFuture {
-        let (spec, env, routes, since) = (
+        let (spec, env, routes, since, first_hop) = (
             self.spec.clone(),
             self.env.clone(),
             self.routes.clone(),
             self.child_since,
+            self.first_hop.clone(),
         );
         Box::pin(async move {
             let context = Context {
                 child_since: since,
                 env: &env,
                 reaping: &routes,
+                first_hop: first_hop.as_deref(),
             };
             run(&spec, context).await
         })
+    }
+
+    /// The result of the probe started at `started` that ran out of time.
+    pub fn timed_out(&self, started: Instant) -> ProbeResult {
+        timed_out_result(&self.spec, started.elapsed())
     }
 
     /// The reaper collected `pid`: when it is a command check, its status goes to the probe

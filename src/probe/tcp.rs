@@ -13,7 +13,7 @@ pub(super) async fn probe(host: &str, port: u16) -> Outcome {
 
 /// Addresses to try for HOST. IP literals and `localhost` need no resolver (and so no thread);
 /// any other name goes through the system resolver.
-async fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+pub(super) async fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

@@ -34,6 +34,9 @@ pub enum Behaviour {
     HugeHeader(usize),
     /// Every other request fails with this code, the rest get 200: fail, pass, fail, pass…
     Alternate(u16),
+    /// A status line, then a header that never ends, one byte every 10 ms until the peer goes:
+    /// every read brings something, nothing completes.
+    Trickle,
 }
 
 struct Shared {
@@ -371,6 +374,17 @@ impl Shared {
                             if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                         Err(_) => return,
                     }
+                }
+            }
+            Behaviour::Trickle => {
+                if stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ").is_err() {
+                    return;
+                }
+                while !self.stop.load(Ordering::SeqCst) {
+                    if stream.write_all(b"z").is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(10));
                 }
             }
             Behaviour::Endless => {
