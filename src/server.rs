@@ -29,7 +29,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::status::Snapshot;
 
@@ -83,7 +83,16 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
         }
     };
     let open = Arc::new(Mutex::new(OpenConnections::new(connection_limit_here())));
+    let freed = Arc::new(Notify::new());
     loop {
+        // Full: close the oldest and wait until its task has let go of its descriptor before
+        // accepting another. Evicting at admission only asked the oldest to close; a burst then
+        // accepted a whole scheduler budget of connections (up to 128) before any evicted task
+        // ran, past the bound and into the descriptors kept for probes (the chaos soak saw 610
+        // under a bound of 512; under a low RLIMIT_NOFILE, accept and probes failed with EMFILE).
+        while lock(&open).full_after_evicting() {
+            freed.notified().await;
+        }
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -96,6 +105,7 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
         let (id, mut evicted) = lock(&open).admit();
         let snapshots = snapshots.clone();
         let open = open.clone();
+        let freed = freed.clone();
         tokio::spawn(async move {
             let accepted = tokio::time::Instant::now();
             // hyper gives every connection an 8 KiB read buffer as soon as it polls it: wait
@@ -121,8 +131,12 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
                     // Evicted to make room for a newer connection (or the sender is gone).
                     _ = evicted => {}
                 }
+            } else {
+                // Closed before the slot is given back, so the count never undercounts.
+                drop(stream);
             }
             lock(&open).forget(id);
+            freed.notify_one();
         });
     }
 }
@@ -159,7 +173,11 @@ where
 struct OpenConnections {
     limit: usize,
     next_id: u64,
+    /// Connections not asked to close yet.
     open: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Connections whose task still holds the socket, evicted ones included: what counts
+    /// against the bound.
+    held: usize,
 }
 
 impl OpenConnections {
@@ -168,23 +186,35 @@ impl OpenConnections {
             limit,
             next_id: 0,
             open: VecDeque::new(),
+            held: 0,
         }
     }
 
-    /// Register a new connection, evicting the oldest when full; returns its id and the signal
-    /// that closes it.
-    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
-        if self.open.len() >= self.limit {
-            // Dropping the sender wakes the oldest connection's task, which then closes.
+    /// Whether the bound is reached; if so, the oldest connection not yet asked to close is
+    /// asked now (dropping its sender wakes its task, which closes it and calls `forget`).
+    fn full_after_evicting(&mut self) -> bool {
+        if self.held < self.limit {
+            return false;
+        }
+        // One eviction at a time: while an evicted task has not closed yet, wait for it.
+        if self.held == self.open.len() {
             self.open.pop_front();
         }
+        true
+    }
+
+    /// Register a new connection; returns its id and the signal that closes it.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
         let (close, evicted) = oneshot::channel();
         self.next_id += 1;
+        self.held += 1;
         self.open.push_back((self.next_id, close));
         (self.next_id, evicted)
     }
 
+    /// The connection's task has closed its socket.
     fn forget(&mut self, id: u64) {
+        self.held = self.held.saturating_sub(1);
         self.open.retain(|(open_id, _)| *open_id != id);
     }
 }
@@ -270,5 +300,26 @@ mod tests {
         assert_eq!(connection_limit(300), 300 - 64);
         assert_eq!(connection_limit(64), MIN_CONNECTIONS);
         assert_eq!(connection_limit(0), MIN_CONNECTIONS);
+    }
+
+    #[test]
+    fn a_full_server_evicts_the_oldest_once_and_admits_only_after_it_closed() {
+        let mut open = OpenConnections::new(2);
+        let (first, mut first_closed) = open.admit();
+        let (_second, mut second_closed) = open.admit();
+        assert!(open.full_after_evicting());
+        assert_eq!(
+            first_closed.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed),
+            "the oldest is asked to close"
+        );
+        // Until it has closed, the server stays full and asks no one else.
+        assert!(open.full_after_evicting());
+        assert_eq!(
+            second_closed.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        open.forget(first);
+        assert!(!open.full_after_evicting());
     }
 }
