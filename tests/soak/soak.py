@@ -293,6 +293,10 @@ class Soak:
                     if app["end"] is None:
                         app["end"] = float(words[3])
                         app["how"] = words[2]
+                    elif app["how"] == "term-ignored":
+                        # It ignored TERM and then ended by its own hand within the grace:
+                        # that is how it ended (its signals still count up to the TERM).
+                        app["how"] = words[2]
             elif kind == "storm":
                 self.storm_orphans += int(words[2])
 
@@ -670,6 +674,9 @@ class Soak:
             self.proc.kill()
             self.proc.wait()
         self.exit_code = self.proc.returncode
+        # Every line the app wrote before it died is read before its end is judged.
+        self.report_done.set()
+        self.report_thread.join(timeout=5)
         # The app's stop (0, or 137 after SIGKILL when it ignores TERM), 143 when TERM came
         # in a restart's backoff, or the app's own end if it crashed or exited meanwhile.
         allowed = {0, 137, 143}
@@ -680,8 +687,6 @@ class Soak:
         if self.exit_code not in allowed:
             self.violation("keepwell exited %d after SIGTERM, expected one of %s" % (self.exit_code, sorted(allowed)))
         self.log_thread.join(timeout=5)
-        self.report_done.set()
-        self.report_thread.join(timeout=5)
 
     def run(self):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
