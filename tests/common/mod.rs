@@ -367,6 +367,20 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     found
 }
 
+/// Whether gunicorn's master has `workers` workers and each waits in its run loop (select), so
+/// its own signal handlers are set. A signal that reaches a worker between its fork and
+/// `init_signals` runs the arbiter's handler it inherited and is lost; the master then waits
+/// out its graceful timeout for that worker. Serving one page proves only one worker booted.
+pub fn gunicorn_workers_in_their_loop(master: i32, workers: usize) -> bool {
+    let children = children_of(master);
+    children.len() == workers
+        && children.iter().all(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .map(|wchan| wchan.contains("poll_schedule_timeout"))
+                .unwrap_or(false)
+        })
+}
+
 /// Every descendant of a process (children first, breadth-first).
 pub fn descendants_of(pid: i32) -> Vec<i32> {
     let mut all = Vec::new();
