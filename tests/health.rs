@@ -137,9 +137,10 @@ fn status_304_fails_under_health_status_200_299() {
     assert!(!log.contains(TO_HEALTHY), "{log}");
 }
 
-#[test]
-fn a_hung_app_fails_the_probe_within_health_timeout() {
-    let app = App::http(Behaviour::Hang);
+/// Against an app that behaves as `behaviour`, the probe fails at `--health-timeout` (300ms),
+/// `/status` reports about that latency, and probing goes on past the given-up connections.
+fn the_probe_fails_within_health_timeout(behaviour: Behaviour, what: &str) {
+    let app = App::http(behaviour);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let kw = supervise(
@@ -168,67 +169,21 @@ fn a_hung_app_fails_the_probe_within_health_timeout() {
         .unwrap_or_else(|| panic!("last_probe.latency_ms in {json}"));
     assert!(
         (290.0..1500.0).contains(&latency),
-        "a hung probe took {latency} ms with --health-timeout 300ms"
+        "a {what} probe took {latency} ms with --health-timeout 300ms"
     );
     // The hung connections are given up: probing goes on.
     wait_more_probes(&app, 3);
 }
 
 #[test]
-fn a_head_trickled_forever_fails_the_probe_within_health_timeout() {
-    // Each read brings a byte, so only the probe's own timeout can end it.
-    let app = App::http(Behaviour::Trickle);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let kw = supervise(
-        &app.url(),
-        &[
-            "--health-start-period",
-            "0",
-            "--health-retries",
-            "1",
-            "--on-unhealthy",
-            "ignore",
-            "--listen",
-            &listen,
-        ],
-    );
-    let log = kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
-    assert!(
-        line_with(&log, TO_UNHEALTHY_FROM_STARTING).contains("no answer within 300ms"),
-        "{log}"
-    );
-    let status = wait_for(DEADLINE, "/status", || app::get(port, "/status"));
-    let json: serde_json::Value = serde_json::from_str(&status.1).expect("/status is JSON");
-    let latency = json["last_probe"]["latency_ms"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("last_probe.latency_ms in {json}"));
-    assert!(
-        (290.0..1500.0).contains(&latency),
-        "a trickled probe took {latency} ms with --health-timeout 300ms"
-    );
-    wait_more_probes(&app, 3);
+fn a_hung_app_fails_the_probe_within_health_timeout() {
+    the_probe_fails_within_health_timeout(Behaviour::Hang, "hung");
 }
 
 #[test]
-fn garbage_is_a_bad_response() {
-    let app = App::http(Behaviour::Garbage);
-    let kw = supervise(
-        &app.url(),
-        &[
-            "--health-start-period",
-            "0",
-            "--health-retries",
-            "1",
-            "--on-unhealthy",
-            "ignore",
-        ],
-    );
-    let log = kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
-    assert!(
-        line_with(&log, TO_UNHEALTHY_FROM_STARTING).contains("bad response from http://127.0.0.1:"),
-        "{log}"
-    );
+fn a_head_trickled_forever_fails_the_probe_within_health_timeout() {
+    // Each read brings a byte, so only the probe's own timeout can end it.
+    the_probe_fails_within_health_timeout(Behaviour::Trickle, "trickled");
 }
 
 #[test]
