@@ -187,6 +187,27 @@ fn a_head_trickled_forever_fails_the_probe_within_health_timeout() {
 }
 
 #[test]
+fn garbage_is_a_bad_response() {
+    let app = App::http(Behaviour::Garbage);
+    let kw = supervise(
+        &app.url(),
+        &[
+            "--health-start-period",
+            "0",
+            "--health-retries",
+            "1",
+            "--on-unhealthy",
+            "ignore",
+        ],
+    );
+    let log = kw.wait_log(DEADLINE, TO_UNHEALTHY_FROM_STARTING);
+    assert!(
+        line_with(&log, TO_UNHEALTHY_FROM_STARTING).contains("bad response from http://127.0.0.1:"),
+        "{log}"
+    );
+}
+
+#[test]
 fn an_endless_body_is_judged_by_its_first_64_kib_and_memory_stays_small() {
     let app = App::http(Behaviour::Endless);
     // The text comes only after 64 KiB: it must not be found.
