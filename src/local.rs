@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::status::Snapshot;
+use crate::status::{Published, Snapshot};
 
 /// The most replies written at once; more connections wait in the kernel's backlog.
 const MAX_CONCURRENT_REPLIES: usize = 32;
@@ -55,7 +55,7 @@ pub fn bind() -> io::Result<UnixListener> {
 }
 
 /// Answer every connection with the current snapshot as one JSON line, then close.
-pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>) {
+pub async fn serve(listener: UnixListener, snapshots: Published) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -81,7 +81,7 @@ pub async fn serve(listener: UnixListener, snapshots: watch::Receiver<Snapshot>)
         if !matches!(stream.peer_cred().map(|c| c.pid()), Ok(Some(pid)) if pid > 0) {
             continue;
         }
-        let mut reply = snapshots.borrow().to_status_json();
+        let mut reply = snapshots.read(Snapshot::to_status_json);
         reply.push('\n');
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REPLY_TIMEOUT, stream.write_all(reply.as_bytes())).await;

@@ -29,9 +29,9 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
-use crate::status::Snapshot;
+use crate::status::{Published, Snapshot};
 
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
@@ -74,7 +74,7 @@ fn connection_limit_here() -> usize {
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Accept and serve until the process ends.
-pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<Snapshot>) {
+pub async fn serve(listener: std::net::TcpListener, snapshots: Published) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -146,14 +146,14 @@ pub async fn serve(listener: std::net::TcpListener, snapshots: watch::Receiver<S
 /// left of [`HEADER_READ_TIMEOUT`] since the accept). [`serve`] adds the lifetime and eviction.
 pub async fn http_connection<S>(
     stream: S,
-    snapshots: watch::Receiver<Snapshot>,
+    snapshots: Published,
     header_timeout: Duration,
 ) -> hyper::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let response = respond(request.method(), request.uri().path(), &snapshots.borrow());
+        let response = snapshots.read(|now| respond(request.method(), request.uri().path(), now));
         async move { Ok::<_, Infallible>(response) }
     });
     hyper::server::conn::http1::Builder::new()

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::sockets::{self, HeldSockets};
-use crate::status::Snapshot;
+use crate::status::{Published, Snapshot};
 use crate::EXIT_USAGE;
 use crate::{local, logging, privileges, reaper, server, signals, state, status, supervisor};
 
@@ -114,7 +114,8 @@ pub fn supervise(config: Config) -> i32 {
         started_at_unix: status::unix_now(),
         keepwell_pid: std::process::id(),
     };
-    let (publish, snapshots) = tokio::sync::watch::channel(initial);
+    let publish = Published::new(initial);
+    let snapshots = publish.clone();
     if http.is_some() || local.is_some() {
         let spawned = std::thread::Builder::new()
             .name("keepwell-serve".into())
@@ -198,7 +199,7 @@ fn bind_hint(e: &std::io::Error) -> &'static str {
 fn serve_readers(
     http: Option<std::net::TcpListener>,
     local: Option<std::os::unix::net::UnixListener>,
-    snapshots: tokio::sync::watch::Receiver<Snapshot>,
+    snapshots: Published,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

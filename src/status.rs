@@ -5,6 +5,7 @@
 //! socket) only ever see copies, so nothing they do can touch the state machine.
 
 use std::fmt::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,34 @@ pub struct Snapshot {
     pub probe_seconds_sum: f64,
     pub started_at_unix: f64,
     pub keepwell_pid: u32,
+}
+
+/// The snapshot as the supervisor last published it, shared with the readers' thread.
+///
+/// A mutex, not a channel: no reader waits for a change (each reads when it is asked), and
+/// tokio's watch channel took a lock and woke its eight wait lists on every send, which is
+/// every probe (tests/bench/probe_overhead.md). Readers hold the lock only while they render.
+#[derive(Clone)]
+pub struct Published(Arc<Mutex<Snapshot>>);
+
+impl Published {
+    pub fn new(initial: Snapshot) -> Published {
+        Published(Arc::new(Mutex::new(initial)))
+    }
+
+    /// Make what readers see a copy of `snapshot`. Copied in place whether or not it changed:
+    /// the copy reuses every string's buffer, and comparing first cost more than copying.
+    pub fn publish(&self, snapshot: &Snapshot) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .copy_from(snapshot);
+    }
+
+    /// What `read` makes of the published snapshot.
+    pub fn read<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
+        read(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 pub fn unix_now() -> f64 {

@@ -9,9 +9,6 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
-use tokio::sync::watch;
-
 use crate::alarm::Alarm;
 use crate::child;
 use crate::config::Config;
@@ -21,7 +18,8 @@ use crate::reaper;
 use crate::signals::SignalQueue;
 use crate::sockets::HeldSockets;
 use crate::state::{Action, Event, Machine, Report, Scope, Target};
-use crate::status::{unix_now, LastProbe, Snapshot};
+use crate::status::{unix_now, LastProbe, Published, Snapshot};
+use nix::sys::signal::Signal;
 
 pub struct Supervisor {
     command: Vec<String>,
@@ -40,7 +38,7 @@ pub struct Supervisor {
     /// When the probe in flight started: at its timeout it is dropped and counts as timed out.
     probe_started: Option<Instant>,
     snapshot: Snapshot,
-    publish: watch::Sender<Snapshot>,
+    publish: Published,
 }
 
 /// One item of the supervisor's queue, handled strictly in order.
@@ -72,9 +70,9 @@ impl Supervisor {
         held_back: Vec<i32>,
         take_terminal: bool,
         sockets: HeldSockets,
-        publish: watch::Sender<Snapshot>,
+        publish: Published,
     ) -> Supervisor {
-        let snapshot = publish.borrow().clone();
+        let snapshot = publish.read(Snapshot::clone);
         let prober = config
             .probe
             .map(|spec| Prober::new(spec, config.user.as_ref()));
@@ -387,14 +385,7 @@ impl Supervisor {
         snapshot.ready = view.ready;
         snapshot.started = view.started;
         snapshot.draining = view.draining;
-        // Copied only when it changed: most steps change nothing readers see.
-        self.publish.send_if_modified(|current| {
-            let changed = current != snapshot;
-            if changed {
-                current.copy_from(snapshot);
-            }
-            changed
-        });
+        self.publish.publish(snapshot);
     }
 }
 

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use keepwell::server::{http_connection, HEADER_READ_TIMEOUT};
 use keepwell::state::Health;
-use keepwell::status::Snapshot;
+use keepwell::status::{Published, Snapshot};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 fn snapshot() -> Snapshot {
     Snapshot {
@@ -37,11 +36,11 @@ fn snapshot() -> Snapshot {
 }
 
 fuzz_target!(|request: &[u8]| {
-    let (tx, rx) = watch::channel(snapshot());
+    let published = Published::new(snapshot());
     let (mut client, server) = tokio::io::duplex(16 * 1024);
     let runtime = common::paused_runtime();
     let answer = runtime.block_on(async {
-        let serve = http_connection(server, rx, HEADER_READ_TIMEOUT);
+        let serve = http_connection(server, published.clone(), HEADER_READ_TIMEOUT);
         let talk = async {
             // Writing fails once the server has closed, as a real client's would.
             let _ = client.write_all(request).await;
@@ -65,5 +64,5 @@ fuzz_target!(|request: &[u8]| {
         );
     }
     // Nothing over HTTP changes anything.
-    assert!(*tx.borrow() == snapshot());
+    assert!(published.read(|now| *now == snapshot()));
 });
