@@ -11,17 +11,25 @@ pub(super) async fn probe(host: &str, port: u16) -> Outcome {
     Ok(format!("connected to tcp://{}", host_port(host, port)))
 }
 
-/// Addresses to try for HOST. IP literals and `localhost` need no resolver (and so no thread);
-/// any other name goes through the system resolver.
-pub(super) async fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+/// Addresses to try for HOST. IP literals and `localhost` need no resolver (and so no thread)
+/// and no list on the heap; any other name goes through the system resolver.
+pub(super) async fn addresses(
+    host: &str,
+    port: u16,
+) -> Result<impl Iterator<Item = SocketAddr>, Failure> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok(Addresses::Known(
+            [Some(SocketAddr::new(ip, port)), None].into_iter(),
+        ));
     }
     if host.eq_ignore_ascii_case("localhost") {
-        return Ok(vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-        ]);
+        return Ok(Addresses::Known(
+            [
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+                Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)),
+            ]
+            .into_iter(),
+        ));
     }
     let unresolved = |why: String| {
         Failure::new(
@@ -36,7 +44,24 @@ pub(super) async fn addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, 
     if found.is_empty() {
         return Err(unresolved("no addresses".into()));
     }
-    Ok(found)
+    Ok(Addresses::Resolved(found.into_iter()))
+}
+
+/// What [`addresses`] found: one or two known without asking, or the resolver's list.
+enum Addresses {
+    Known(std::array::IntoIter<Option<SocketAddr>, 2>),
+    Resolved(std::vec::IntoIter<SocketAddr>),
+}
+
+impl Iterator for Addresses {
+    type Item = SocketAddr;
+
+    fn next(&mut self) -> Option<SocketAddr> {
+        match self {
+            Addresses::Known(known) => known.next().flatten(),
+            Addresses::Resolved(found) => found.next(),
+        }
+    }
 }
 
 /// A TCP connection to the first address of HOST that accepts one.
