@@ -7,12 +7,11 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::app::{App, Behaviour};
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 /// The limit keepwell runs under: far below the 512 connections `--listen` would otherwise keep.
-const NOFILE: u32 = 100;
+const NOFILE: usize = 100;
 /// Idle connections held open at once, more than NOFILE; opened within keepwell's 3 s header
 /// timeout, so none of them has been closed for idleness yet.
 const HELD: usize = 300;
@@ -24,33 +23,8 @@ fn status(listen: SocketAddr) -> serde_json::Value {
 
 #[test]
 fn a_connection_flood_under_a_low_fd_limit_keeps_the_healthy_app_healthy() {
-    let app = App::http(Behaviour::Status(200));
-    let port = free_port();
-    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let listen_text = listen.to_string();
-    let url = app.url();
-    let kw = keepwell(&[
-        "--listen",
-        &listen_text,
-        "--health-url",
-        &url,
-        "--health-interval",
-        "100ms",
-        "--health-start-interval",
-        "100ms",
-        "--health-start-period",
-        "0",
-        // One failed probe would be enough to restart the app.
-        "--health-retries",
-        "1",
-        "--",
-        "sleep",
-        "1000",
-    ])
-    .pid1()
-    .setup(&format!("ulimit -n {NOFILE}"))
-    .start();
-    kw.wait_log(DEADLINE, "health changed: starting → healthy");
+    // One failed probe would be enough to restart the app.
+    let (_app, listen, kw) = common::fd_limit::listening_under(NOFILE, DEADLINE);
     let log = kw.stderr();
     assert!(
         log.contains(&format!("the file descriptor limit is {NOFILE}")),

@@ -6,14 +6,11 @@
 mod common;
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use common::app::{App, Behaviour};
-use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 /// keepwell's limit here: its connection bound is NOFILE less 64 reserved descriptors.
@@ -33,31 +30,7 @@ fn open_fds(pid: i32) -> usize {
 
 #[test]
 fn a_connection_burst_never_holds_more_descriptors_than_the_bound() {
-    let app = App::http(Behaviour::Status(200));
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let listen_text = listen.to_string();
-    let url = app.url();
-    let kw = keepwell(&[
-        "--listen",
-        &listen_text,
-        "--health-url",
-        &url,
-        "--health-interval",
-        "100ms",
-        "--health-start-interval",
-        "100ms",
-        "--health-start-period",
-        "0",
-        "--health-retries",
-        "1",
-        "--",
-        "sleep",
-        "1000",
-    ])
-    .pid1()
-    .setup(&format!("ulimit -n {NOFILE}"))
-    .start();
-    kw.wait_log(DEADLINE, "health changed: starting → healthy");
+    let (_app, listen, kw) = common::fd_limit::listening_under(NOFILE, DEADLINE);
     let at_rest = open_fds(kw.pid);
 
     let flooding = Arc::new(AtomicBool::new(true));

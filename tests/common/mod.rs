@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod dist;
+pub mod fd_limit;
 pub mod http;
 pub mod load;
 pub mod prometheus;
