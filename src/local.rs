@@ -81,7 +81,7 @@ pub async fn serve(listener: UnixListener, snapshots: Published) {
         if !matches!(stream.peer_cred().map(|c| c.pid()), Ok(Some(pid)) if pid > 0) {
             continue;
         }
-        let mut reply = snapshots.read(Snapshot::to_status_json);
+        let mut reply = snapshots.current().to_status_json();
         reply.push('\n');
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REPLY_TIMEOUT, stream.write_all(reply.as_bytes())).await;

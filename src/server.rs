@@ -153,7 +153,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let response = snapshots.read(|now| respond(request.method(), request.uri().path(), now));
+        let response = respond(request.method(), request.uri().path(), &snapshots.current());
         async move { Ok::<_, Infallible>(response) }
     });
     hyper::server::conn::http1::Builder::new()

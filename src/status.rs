@@ -67,7 +67,9 @@ pub struct Snapshot {
 ///
 /// A mutex, not a channel: no reader waits for a change (each reads when it is asked), and
 /// tokio's watch channel took a lock and woke its eight wait lists on every send, which is
-/// every probe (tests/bench/probe_overhead.md). Readers hold the lock only while they render.
+/// every probe (tests/bench/probe_overhead.md). Readers hold the lock only to copy it out, so a
+/// flood of requests, each rendering its answer, never holds up the supervisor for longer than
+/// one copy.
 #[derive(Clone)]
 pub struct Published(Arc<Mutex<Snapshot>>);
 
@@ -79,15 +81,16 @@ impl Published {
     /// Make what readers see a copy of `snapshot`. Copied in place whether or not it changed:
     /// the copy reuses every string's buffer, and comparing first cost more than copying.
     pub fn publish(&self, snapshot: &Snapshot) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .copy_from(snapshot);
+        self.lock().copy_from(snapshot);
     }
 
-    /// What `read` makes of the published snapshot.
-    pub fn read<T>(&self, read: impl FnOnce(&Snapshot) -> T) -> T {
-        read(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    /// A copy of the published snapshot.
+    pub fn current(&self) -> Snapshot {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -72,7 +72,7 @@ impl Supervisor {
         sockets: HeldSockets,
         publish: Published,
     ) -> Supervisor {
-        let snapshot = publish.read(Snapshot::clone);
+        let snapshot = publish.current();
         let prober = config
             .probe
             .map(|spec| Prober::new(spec, config.user.as_ref()));
