@@ -147,6 +147,10 @@ class Soak:
         self.checks = collections.Counter()
         self.check_disagreements = 0
         self.flooding = threading.Event()
+        #: Held by each /status poll and each check with its two polls, and by the saturating
+        #: start for its whole length: filling the bound evicts the oldest connection, and one
+        #: of these in flight when the burst began would be that one.
+        self.listen_gate = threading.Lock()
         self.kw_host_pid = None
         self.ns_inode = None
         self.exit_code = None
@@ -381,7 +385,8 @@ class Soak:
             with self.lock:
                 logged_before = len(self.restarts)
             try:
-                status = self.get_status()
+                with self.listen_gate:
+                    status = self.get_status()
             except Exception as e:  # noqa: BLE001 - any failure to answer is the finding
                 self.status_failures += 1
                 self.violation("/status did not answer: %s" % e)
@@ -424,15 +429,16 @@ class Soak:
                 command = ["nsenter", "-t", str(self.kw_host_pid), "-p", "-m", self.binary, "check"]
             else:
                 command = [self.binary, "check", "--timeout", "3s", "http://127.0.0.1:%d/readyz" % self.listen_port]
-            try:
-                before = self.get_status()
-            except Exception:  # noqa: BLE001 - /status failures are the poller's to report
-                before = None
-            code, output = self.run_check(command)
-            try:
-                after = self.get_status()
-            except Exception:  # noqa: BLE001
-                after = None
+            with self.listen_gate:
+                try:
+                    before = self.get_status()
+                except Exception:  # noqa: BLE001 - /status failures are the poller's to report
+                    before = None
+                code, output = self.run_check(command)
+                try:
+                    after = self.get_status()
+                except Exception:  # noqa: BLE001
+                    after = None
             if code is None:
                 continue
             verdict = {0: "healthy", 1: "unhealthy"}.get(code, "exit %d" % code)
@@ -485,7 +491,8 @@ class Soak:
         warmup = min(60.0, self.args.duration / 3)
         rest = None
         self.flooding.set()
-        self.saturate()
+        with self.listen_gate:
+            self.saturate()
         while not self.stop.is_set():
             self.flooding.set()
             until = time.monotonic() + rng.uniform(6, 10)
@@ -545,9 +552,7 @@ class Soak:
                 held.append(s)
                 if len(held) > CONNECTION_BOUND + 16:
                     held.pop(0).close()
-                else:
-                    continue
-                time.sleep(0.01)
+                    time.sleep(0.01)
         finally:
             for s in held:
                 s.close()
