@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use nix::sys::signal::Signal;
+
 use crate::alarm::Alarm;
 use crate::child;
 use crate::config::Config;
@@ -19,7 +21,6 @@ use crate::signals::SignalQueue;
 use crate::sockets::HeldSockets;
 use crate::state::{Action, Event, Machine, Report, Scope, Target};
 use crate::status::{unix_now, LastProbe, Published, Snapshot};
-use nix::sys::signal::Signal;
 
 pub struct Supervisor {
     command: Vec<String>,
