@@ -15,7 +15,10 @@
 mod conn;
 pub mod wire;
 
+use std::rc::Rc;
+
 use conn::Peer;
+pub use conn::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use wire::WireError;
 
@@ -245,8 +248,24 @@ pub trait Dial {
     }
 }
 
-/// Connections over the network: TCP to the resolved host, or the Unix socket.
-pub struct Network;
+/// Connections over the network: TCP to the resolved host, or the Unix socket. `watcher`
+/// watches the sockets of HTTP requests; without one (`keepwell check`, gRPC's dial, which
+/// needs none) the first request makes it.
+#[derive(Default)]
+pub struct Network {
+    pub watcher: Option<Rc<Watcher>>,
+}
+
+impl Network {
+    fn watcher(&mut self) -> std::io::Result<Rc<Watcher>> {
+        if let Some(watcher) = &self.watcher {
+            return Ok(watcher.clone());
+        }
+        let watcher = Rc::new(Watcher::new()?);
+        self.watcher = Some(watcher.clone());
+        Ok(watcher)
+    }
+}
 
 impl Dial for Network {
     async fn dial(&mut self, to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
@@ -268,11 +287,14 @@ impl Dial for Network {
         request: &[u8],
         shown: &str,
     ) -> Result<Box<dyn Answering>, Failure> {
+        let watcher = self
+            .watcher()
+            .map_err(|e| open_error(&e, &to.address(), shown))?;
         match to {
             Endpoint::Tcp { host, port } => {
                 let mut last = None;
                 for addr in tcp::addresses(host, *port).await? {
-                    match conn::open(&Peer::Inet(addr), request).await {
+                    match conn::open(&Peer::Inet(addr), request, watcher.clone()).await {
                         Ok(connection) => return Ok(Box::new(connection)),
                         Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
                     }
@@ -281,18 +303,28 @@ impl Dial for Network {
                     Failure::new("cannot connect", format!("cannot connect to {host}"))
                 }))
             }
-            Endpoint::Unix { socket } => match conn::open(&Peer::Unix(socket), request).await {
-                Ok(connection) => Ok(Box::new(connection)),
-                Err(e) => Err(open_error(&e, socket, shown)),
-            },
+            Endpoint::Unix { socket } => {
+                match conn::open(&Peer::Unix(socket), request, watcher).await {
+                    Ok(connection) => Ok(Box::new(connection)),
+                    Err(e) => Err(open_error(&e, socket, shown)),
+                }
+            }
         }
     }
 }
 
-/// The probe over the network. `first` is the spec's first hop when the caller keeps it across
-/// probes (the supervisor does); None builds it here.
-pub(super) async fn probe(spec: &ProbeSpec, first: Option<&PreparedHop>) -> Outcome {
-    probe_chain(spec, first, &mut Network).await
+/// The probe over the network. `first` is the spec's first hop and `watcher` the watcher of
+/// its sockets when the caller keeps them across probes (the supervisor does); None makes them
+/// here.
+pub(super) async fn probe(
+    spec: &ProbeSpec,
+    first: Option<&PreparedHop>,
+    watcher: Option<&Rc<Watcher>>,
+) -> Outcome {
+    let mut network = Network {
+        watcher: watcher.cloned(),
+    };
+    probe_chain(spec, first, &mut network).await
 }
 
 /// The probe over connections from `dial`.
@@ -519,9 +551,9 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
 
 /// A connection whose request is sent: the probe only reads from it.
-pub trait Answering: AsyncRead + Unpin + Send {}
+pub trait Answering: AsyncRead + Unpin {}
 
-impl<S: AsyncRead + Unpin + Send> Answering for S {}
+impl<S: AsyncRead + Unpin> Answering for S {}
 
 /// One request of the chain on a connection of its own.
 async fn get(

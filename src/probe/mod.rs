@@ -308,6 +308,8 @@ pub(crate) struct Context<'a> {
     pub reaping: &'a cmd::Reaping,
     /// The first request of an HTTP probe, kept by the caller across probes.
     pub first_hop: Option<&'a http::PreparedHop>,
+    /// The watcher of an HTTP probe's sockets, kept by the caller across probes.
+    pub watcher: Option<&'a std::rc::Rc<http::Watcher>>,
 }
 
 /// Run one probe of any kind, unbounded in time: the caller bounds it by `spec.timeout` (the
@@ -344,7 +346,9 @@ fn timed_out_result(spec: &ProbeSpec, latency: Duration) -> ProbeResult {
 async fn dispatch(spec: &ProbeSpec, context: &Context<'_>) -> Outcome {
     match &spec.target {
         Target::Tcp { host, port } => tcp::probe(host, *port).await,
-        Target::Http { .. } | Target::Unix { .. } => http::probe(spec, context.first_hop).await,
+        Target::Http { .. } | Target::Unix { .. } => {
+            http::probe(spec, context.first_hop, context.watcher).await
+        }
         Target::File { path } => file::probe(path, context.child_since, spec),
         Target::Command(command) => {
             cmd::probe(command, context.env, context.reaping, spec.timeout).await
@@ -399,6 +403,7 @@ pub async fn once(spec: &ProbeSpec) -> ProbeResult {
             env: &[],
             reaping: &reaping,
             first_hop: None,
+            watcher: None,
         },
     );
     match tokio::time::timeout(spec.timeout, probe).await {
@@ -418,6 +423,8 @@ pub struct Prober {
     routes: cmd::Reaping,
     child_since: Option<SystemTime>,
     first_hop: Option<std::rc::Rc<http::PreparedHop>>,
+    /// Made by the first HTTP probe (inside the event loop, which registers it) and kept.
+    watcher: std::cell::OnceCell<std::rc::Rc<http::Watcher>>,
 }
 
 impl Prober {
@@ -436,6 +443,7 @@ impl Prober {
             env: std::rc::Rc::new(env),
             routes: cmd::Reaping::routed(),
             child_since: None,
+            watcher: std::cell::OnceCell::new(),
         }
     }
 
@@ -461,12 +469,21 @@ impl Prober {
             self.child_since,
             self.first_hop.clone(),
         );
+        // When none can be made (out of descriptors), the probe tries again and fails with
+        // the error, which the supervisor does not count against the app.
+        let watcher = match (&first_hop, self.watcher.get()) {
+            (Some(_), None) => http::Watcher::new()
+                .ok()
+                .map(|made| self.watcher.get_or_init(|| std::rc::Rc::new(made)).clone()),
+            (_, kept) => kept.cloned(),
+        };
         Box::pin(async move {
             let context = Context {
                 child_since: since,
                 env: &env,
                 reaping: &routes,
                 first_hop: first_hop.as_deref(),
+                watcher: watcher.as_ref(),
             };
             run(&spec, context).await
         })

@@ -1,18 +1,26 @@
 //! The connection of one HTTP probe: a non-blocking connect over TCP or a Unix socket, the
-//! request sent at once, and the answer read through the event loop.
+//! request sent at once, and the answer read through the event loop, watched by an epoll
+//! instance of the prober's own ([`Watcher`]).
 //!
 //! The request goes out right after connect(): on loopback, where a container's probe goes,
 //! the handshake is over by then, so waiting for writability first (as a generic client does)
 //! would cost a trip through epoll and a getsockopt for nothing. A connection still in
 //! progress answers the send with EAGAIN and is waited for; a failed one answers with its
 //! error (ECONNREFUSED), which is what getsockopt would have said. The socket is then
-//! registered for reading only, so epoll wakes keepwell once: when the answer comes. Nothing
+//! watched for reading only, so epoll wakes keepwell once: when the answer comes. Nothing
 //! here blocks; the probe's timeout (`probe::run`) bounds every wait.
+//!
+//! The socket is not registered with tokio: that costs an `epoll_ctl` to add it, another to
+//! remove it, and a registration allocated and freed, on every probe. It is added to the
+//! watcher's epoll instance instead (one `epoll_ctl`), which tokio watches once for all probes
+//! (epoll instances nest: the inner one is readable while a socket in it is ready), and
+//! close(2) takes it out again.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 use nix::errno::Errno;
@@ -29,13 +37,77 @@ pub enum Peer<'a> {
     Unix(&'a str),
 }
 
-/// A connected socket whose request is sent; read it as an [`AsyncRead`].
+/// The epoll instance that watches the sockets of one prober's probes, registered with the
+/// event loop once. One connection is read at a time (a probe's hops follow one another, and
+/// a prober runs one probe at a time): the readiness tokio keeps for the instance is theirs.
+pub struct Watcher {
+    epoll: AsyncFd<OwnedFd>,
+}
+
+impl Watcher {
+    /// A watcher registered with the current runtime.
+    pub fn new() -> io::Result<Watcher> {
+        // SAFETY: epoll_create1(2) has no memory-safety preconditions.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor just opened here and owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the AsyncFd owns the descriptor and nothing else closes or replaces it.
+        let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Watcher { epoll })
+    }
+
+    /// Watch `fd` for the answer, and for room to write while `writing`.
+    fn watch(&self, fd: &OwnedFd, op: libc::c_int, writing: bool) -> io::Result<()> {
+        let mut events = libc::EPOLLIN | libc::EPOLLRDHUP;
+        if writing {
+            events |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: 0,
+        };
+        // SAFETY: epoll_ctl(2) on descriptors this watcher and the caller own, reading `event`.
+        let done =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd.as_raw_fd(), &mut event) };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Run `io` on a socket in this watcher until it does not answer EAGAIN, waiting between
+    /// tries for the watcher to be readable (some socket in it ready). The readiness is
+    /// cleared only after a try found nothing: tokio clears only what its loop has seen, and an
+    /// event since then is still in the kernel's queue, so none is lost. (The instance is never
+    /// "closed" to tokio, whose closed states are final: an epoll fd reports only EPOLLIN.)
+    fn poll_io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut io: impl FnMut() -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let mut ready = ready!(self.epoll.poll_read_ready(cx))?;
+            match io() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+/// A connected socket whose request is sent; read it as an [`AsyncRead`]. Dropping it closes
+/// the socket, which takes it out of the watcher.
 pub struct Connection {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
+    watcher: Rc<Watcher>,
 }
 
 /// Connect to `peer` and send `request`; the error is the connect's (or the send's).
-pub async fn open(peer: &Peer<'_>, request: &[u8]) -> io::Result<Connection> {
+pub async fn open(peer: &Peer<'_>, request: &[u8], watcher: Rc<Watcher>) -> io::Result<Connection> {
     let family = match peer {
         Peer::Inet(SocketAddr::V4(_)) => AddressFamily::Inet,
         Peer::Inet(SocketAddr::V6(_)) => AddressFamily::Inet6,
@@ -61,24 +133,20 @@ pub async fn open(peer: &Peer<'_>, request: &[u8]) -> io::Result<Connection> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
     };
-    let interest = if sent == request.len() {
-        Interest::READABLE
-    } else {
-        Interest::READABLE | Interest::WRITABLE
-    };
-    // SAFETY: the AsyncFd owns the descriptor and nothing else closes or replaces it.
-    let fd =
-        unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)?;
     let mut written = sent;
-    while written < request.len() {
-        let mut ready = fd.writable().await?;
-        match ready.try_io(|fd| send_some(fd.get_ref(), &request[written..])) {
-            Ok(Ok(n)) => written += n,
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => {}
-        }
+    if written == request.len() {
+        watcher.watch(&fd, libc::EPOLL_CTL_ADD, false)?;
+        return Ok(Connection { fd, watcher });
     }
-    Ok(Connection { fd })
+    // Rare: the handshake was not over, or the request is larger than the socket's buffer.
+    watcher.watch(&fd, libc::EPOLL_CTL_ADD, true)?;
+    while written < request.len() {
+        written +=
+            std::future::poll_fn(|cx| watcher.poll_io(cx, || send_some(&fd, &request[written..])))
+                .await?;
+    }
+    watcher.watch(&fd, libc::EPOLL_CTL_MOD, false)?;
+    Ok(Connection { fd, watcher })
 }
 
 /// One send(2); MSG_NOSIGNAL, so a peer gone away is an EPIPE, not a SIGPIPE.
@@ -92,43 +160,34 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // SAFETY: read(2) only writes into the unfilled part, and what it wrote is marked
+        // initialized below before the buffer advances over it.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let wanted = unfilled.len();
         loop {
-            let mut ready = ready!(self.fd.poll_read_ready(cx))?;
-            // SAFETY: read(2) only writes into the unfilled part, and what it wrote is marked
-            // initialized below before the buffer advances over it.
-            let unfilled = unsafe { buf.unfilled_mut() };
-            let wanted = unfilled.len();
-            let read = ready.try_io(|fd| {
-                // SAFETY: read(2) into memory this function borrows mutably for the call.
-                let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        wanted,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
+            let mut ready = ready!(this.watcher.epoll.poll_read_ready(cx))?;
+            // SAFETY: read(2) into memory this function borrows mutably for the call.
+            let n =
+                unsafe { libc::read(this.fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), wanted) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    ready.clear_ready();
+                    continue;
                 }
-            });
-            match read {
-                Ok(Ok(n)) => {
-                    // A short read emptied the socket: the next read waits for epoll rather
-                    // than trying first and failing, as tokio's own streams do. (A closed peer
-                    // stays readable: tokio keeps that readiness.)
-                    if n > 0 && n < wanted {
-                        ready.clear_ready();
-                    }
-                    // SAFETY: read(2) initialized these n bytes.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+                return Poll::Ready(Err(e));
             }
+            let n = n as usize;
+            // A short read emptied the socket: the next read waits for epoll rather than
+            // trying first and failing, as tokio's own streams do.
+            if n > 0 && n < wanted {
+                ready.clear_ready();
+            }
+            // SAFETY: read(2) initialized these n bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
         }
     }
 }
