@@ -53,11 +53,12 @@ impl Alarm {
             return std::future::pending().await;
         };
         loop {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(());
             }
             if self.armed != Some(deadline) {
-                self.arm(deadline)?;
+                self.arm(deadline, now)?;
             }
             let mut ready = self.fd.readable().await?;
             // The expiration is not read: the timerfd is edge-triggered in epoll, so every
@@ -71,12 +72,12 @@ impl Alarm {
         }
     }
 
-    /// Arm the timerfd to ring `deadline` from now (a relative time: an Instant is
-    /// CLOCK_MONOTONIC, but std does not say which value it holds).
-    fn arm(&mut self, deadline: Instant) -> io::Result<()> {
+    /// Arm the timerfd to ring at `deadline`, `now` being the time it is (a relative time:
+    /// an Instant is CLOCK_MONOTONIC, but std does not say which value it holds).
+    fn arm(&mut self, deadline: Instant, now: Instant) -> io::Result<()> {
         // Zero would disarm: a deadline due now rings in a nanosecond.
         let left = deadline
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(now)
             .max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec {

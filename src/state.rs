@@ -65,6 +65,7 @@
 //! Probes come every `start_interval` inside the start period and every `interval` after it,
 //! measured from the end of one probe to the start of the next.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -211,7 +212,7 @@ pub enum Event {
     ProbeDone {
         ok: bool,
         detail: String,
-        reason: String,
+        reason: Cow<'static, str>,
     },
     /// keepwell could not carry out a probe for a reason of its own (no file descriptor left):
     /// says nothing about the app.
@@ -389,7 +390,7 @@ struct HealthTrack {
     probing_since: Option<Instant>,
     healthy_once: bool,
     /// The reason of the last failure reported inside the start period.
-    start_failure_reported: Option<String>,
+    start_failure_reported: Option<Cow<'static, str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1116,7 +1117,14 @@ impl Machine {
         }
     }
 
-    fn on_probe(&mut self, ok: bool, detail: String, reason: String, now: Instant, out: &mut Step) {
+    fn on_probe(
+        &mut self,
+        ok: bool,
+        detail: String,
+        reason: Cow<'static, str>,
+        now: Instant,
+        out: &mut Step,
+    ) {
         let Some(timing) = self.policy.health.clone() else {
             return;
         };

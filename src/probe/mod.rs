@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod tcp;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -275,20 +276,21 @@ pub struct ProbeResult {
     /// `200 OK from http://…` or `connection refused to 127.0.0.1:8000 (is the app …)`.
     pub detail: String,
     /// The cause without what changes from probe to probe (an age, the output): two failures
-    /// with the same reason are the same problem, so the start period logs it once.
-    pub reason: String,
+    /// with the same reason are the same problem, so the start period logs it once. Mostly
+    /// a fixed text (`ok`), so not made anew on every probe.
+    pub reason: Cow<'static, str>,
     pub latency: Duration,
 }
 
 /// A failed probe, before its latency is known.
 #[derive(Debug)]
 pub struct Failure {
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     pub detail: String,
 }
 
 impl Failure {
-    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Failure {
+    pub fn new(reason: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Failure {
         Failure {
             reason: reason.into(),
             detail: detail.into(),
@@ -315,8 +317,7 @@ pub(crate) struct Context<'a> {
 /// Run one probe of any kind, unbounded in time: the caller bounds it by `spec.timeout` (the
 /// supervisor with its alarm, `once` with a timer) and, past it, drops it and reports
 /// [`timed_out_result`].
-async fn run(spec: &ProbeSpec, context: Context<'_>) -> ProbeResult {
-    let started = Instant::now();
+async fn run(spec: &ProbeSpec, context: Context<'_>, started: Instant) -> ProbeResult {
     let outcome = dispatch(spec, &context).await;
     result(outcome, started.elapsed())
 }
@@ -325,7 +326,7 @@ fn result(outcome: Outcome, latency: Duration) -> ProbeResult {
     match outcome {
         Ok(detail) => ProbeResult {
             ok: true,
-            reason: "ok".into(),
+            reason: Cow::Borrowed("ok"),
             detail,
             latency,
         },
@@ -405,6 +406,7 @@ pub async fn once(spec: &ProbeSpec) -> ProbeResult {
             first_hop: None,
             watcher: None,
         },
+        started,
     );
     match tokio::time::timeout(spec.timeout, probe).await {
         Ok(result) => result,
@@ -460,8 +462,9 @@ impl Prober {
     /// Start one probe; the future owns what it needs, so dropping it cancels the probe (a
     /// command check's process group is killed). It is not bounded in time by itself: the
     /// supervisor drops it at `spec().timeout` and takes [`Prober::timed_out`] instead, so the
-    /// one alarm it sleeps on covers the probe too (`alarm`).
-    pub fn start(&self) -> ProbeFuture {
+    /// one alarm it sleeps on covers the probe too (`alarm`). Its latency counts from
+    /// `started`, the supervisor's time for the step that started it.
+    pub fn start(&self, started: Instant) -> ProbeFuture {
         let (spec, env, routes, since, first_hop) = (
             self.spec.clone(),
             self.env.clone(),
@@ -485,7 +488,7 @@ impl Prober {
                 first_hop: first_hop.as_deref(),
                 watcher: watcher.as_ref(),
             };
-            run(&spec, context).await
+            run(&spec, context, started).await
         })
     }
 

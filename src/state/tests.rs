@@ -555,7 +555,7 @@ fn failed_probe(m: &mut Machine, reason: &str, detail: &str, at: u64) -> Step {
         Event::ProbeDone {
             ok: false,
             detail: detail.into(),
-            reason: reason.into(),
+            reason: reason.to_string().into(),
         },
         t(at),
     )
