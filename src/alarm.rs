@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
@@ -44,32 +45,43 @@ impl Alarm {
         Ok(Alarm { fd, armed: None })
     }
 
-    /// Return at `deadline` (at once when it has passed); never, for None. Cancel-safe: a
-    /// dropped wait leaves the alarm armed for the next one.
-    pub async fn until(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+    /// Ready at `deadline` (at once when it has passed); never, for None. Pending wakes the
+    /// task when the alarm rings; only the last task to poll is woken (the supervisor is the
+    /// one). An alarm still armed for an old deadline may ring later: its readiness is left
+    /// for the next poll, which checks the time.
+    pub fn poll_until(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: Option<Instant>,
+    ) -> Poll<io::Result<()>> {
         let Some(deadline) = deadline else {
-            // An alarm still armed for an old deadline may ring later; its readiness is left
-            // for the next wait, which checks the time.
-            return std::future::pending().await;
+            return Poll::Pending;
         };
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
+            // Armed for this deadline and not rung means not due: the clock is read only when
+            // arming and after a ring.
             if self.armed != Some(deadline) {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Poll::Ready(Ok(()));
+                }
                 self.arm(deadline, now)?;
             }
-            let mut ready = self.fd.readable().await?;
+            let mut ready = ready!(self.fd.poll_read_ready(cx))?;
             // The expiration is not read: the timerfd is edge-triggered in epoll, so every
             // ring is one event whether or not the count was read, and arming it again resets
             // the count. A readiness left from an earlier arming is told apart by the time.
             ready.clear_ready();
             if Instant::now() >= deadline {
                 self.armed = None;
-                return Ok(());
+                return Poll::Ready(Ok(()));
             }
         }
+    }
+
+    /// [`Alarm::poll_until`] as a future.
+    pub async fn until(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_until(cx, deadline)).await
     }
 
     /// Arm the timerfd to ring at `deadline`, `now` being the time it is (a relative time:

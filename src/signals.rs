@@ -8,6 +8,7 @@
 //! the child, so the child sees signals as if keepwell were not there.
 
 use std::io;
+use std::task::{ready, Context, Poll};
 
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -141,14 +142,16 @@ impl SignalQueue {
         Ok(SignalQueue { fd })
     }
 
-    /// Wait for the next batch of signals (raw numbers, in the order the kernel gives them).
-    pub async fn next(&mut self) -> io::Result<Vec<i32>> {
+    /// The next batch of signals (raw numbers, in the order the kernel gives them), or
+    /// Pending with the task woken when one comes. Only the last task to poll is woken: the
+    /// supervisor is the one reader.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<i32>>> {
         loop {
-            let mut guard = self.fd.readable_mut().await?;
+            let mut guard = ready!(self.fd.poll_read_ready_mut(cx))?;
             let found = read_pending(guard.get_inner_mut());
             guard.clear_ready();
             if !found.is_empty() {
-                return Ok(found);
+                return Poll::Ready(Ok(found));
             }
         }
     }

@@ -126,8 +126,11 @@ pub fn supervise(config: Config) -> i32 {
         }
     }
 
+    // No tokio timer: the supervisor's deadlines and the probe's timeout are one timerfd
+    // (`alarm`), and a time driver polled on every wake would only cost a probe's worth of
+    // instructions (tests/bench/probe_overhead.md). What runs here must not use tokio::time.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
         .build()
     {
         Ok(runtime) => runtime,

@@ -7,6 +7,7 @@
 //! hung app can never hold up a signal or a reap.
 
 use std::collections::VecDeque;
+use std::task::Poll;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -38,6 +39,8 @@ pub struct Supervisor {
     probe: Option<ProbeFuture>,
     /// When the probe in flight started: at its timeout it is dropped and counts as timed out.
     probe_started: Option<Instant>,
+    /// Which of the three waits `poll_wake` polls first this time.
+    first_polled: usize,
     snapshot: Snapshot,
     /// The snapshot has changes of the supervisor's own (a probe's result, the sockets) that
     /// readers do not see yet; the machine's view is compared instead.
@@ -65,6 +68,39 @@ enum Wake {
     Signals(std::io::Result<Vec<i32>>),
     Probe(ProbeResult),
     Deadline,
+    AlarmFailed(std::io::Error),
+}
+
+/// Poll what the loop waits on, from the `first` of the three: the loop moves it on every
+/// wake, as tokio's `select!` starts from a random branch, so a flood of signals cannot keep
+/// the alarm (a stop's SIGKILL) or a probe's answer from being seen. Polled by hand rather
+/// than through `select!`, whose futures, made anew on every wake, each joined and left a
+/// wait list under a lock (a sixth of a probe's instructions, tests/bench/probe_overhead.md).
+fn poll_wake(
+    cx: &mut std::task::Context<'_>,
+    first: usize,
+    signals: &mut SignalQueue,
+    probe: &mut Option<ProbeFuture>,
+    alarm: &mut Alarm,
+    deadline: Option<Instant>,
+) -> Poll<Wake> {
+    for turn in 0..3 {
+        let woke = match (first + turn) % 3 {
+            0 => signals.poll_next(cx).map(Wake::Signals),
+            1 => match probe {
+                Some(probe) => probe.as_mut().poll(cx).map(Wake::Probe),
+                None => Poll::Pending,
+            },
+            _ => alarm.poll_until(cx, deadline).map(|rang| match rang {
+                Ok(()) => Wake::Deadline,
+                Err(e) => Wake::AlarmFailed(e),
+            }),
+        };
+        if woke.is_ready() {
+            return woke;
+        }
+    }
+    Poll::Pending
 }
 
 impl Supervisor {
@@ -93,6 +129,7 @@ impl Supervisor {
             leftovers_signalled: 0,
             probe: None,
             probe_started: None,
+            first_polled: 0,
             snapshot,
             unpublished: false,
             publish,
@@ -177,20 +214,19 @@ impl Supervisor {
             if let Some(at) = probe_deadline {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
-            let wake = {
-                let probe = &mut self.probe;
-                tokio::select! {
-                    batch = self.signals.next() => Wake::Signals(batch),
-                    result = async { match probe { Some(p) => p.await, None => std::future::pending().await } } => Wake::Probe(result),
-                    rang = alarm.until(deadline) => match rang {
-                        Ok(()) => Wake::Deadline,
-                        Err(e) => {
-                            tracing::error!("waiting on the supervisor's timer failed: {e}; keepwell cannot go on as PID 1");
-                            return 1;
-                        }
-                    },
-                }
-            };
+            self.first_polled = (self.first_polled + 1) % 3;
+            let first = self.first_polled;
+            let wake = std::future::poll_fn(|cx| {
+                poll_wake(
+                    cx,
+                    first,
+                    &mut self.signals,
+                    &mut self.probe,
+                    &mut alarm,
+                    deadline,
+                )
+            })
+            .await;
             // A probe past its timeout is dropped (which cancels it) and counts as timed out.
             let wake = match (wake, &self.prober, self.probe_started) {
                 (Wake::Deadline, Some(prober), Some(started))
@@ -226,6 +262,13 @@ impl Supervisor {
                     self.pending.push_back(Work::Event(event));
                 }
                 Wake::Deadline => self.pending.push_back(Work::Event(Event::Tick)),
+                Wake::AlarmFailed(e) => {
+                    tracing::error!(
+                        "waiting on the supervisor's timer failed: {e}; keepwell cannot go on as \
+                         PID 1"
+                    );
+                    return 1;
+                }
             }
         }
     }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 
 use super::{Failure, Outcome};
+use crate::alarm::Alarm;
 use crate::state::{describe_status, ExitStatus};
 
 /// Output kept for the log and `/status`; Docker keeps 4096 bytes too.
@@ -160,6 +161,9 @@ async fn previous_gone(reaping: &Reaping, limit: Duration) -> Result<(), Failure
         return Ok(());
     };
     let until = Instant::now() + limit;
+    // The supervisor's event loop has no tokio timer (`startup`): a timerfd of its own bounds
+    // the wait, made only when there is something to wait for.
+    let mut alarm = None;
     loop {
         // Registered before looking, so a reap in between is not missed.
         let reaped = routes.reaped.notified();
@@ -168,8 +172,20 @@ async fn previous_gone(reaping: &Reaping, limit: Duration) -> Result<(), Failure
             return Ok(());
         }
         left.iter().for_each(|pid| kill_group(*pid));
-        let now = Instant::now();
-        if now >= until || tokio::time::timeout(until - now, reaped).await.is_err() {
+        let alarm = match &mut alarm {
+            Some(alarm) => alarm,
+            None => alarm.insert(Alarm::new().map_err(|e| {
+                Failure::new(
+                    "previous check",
+                    format!("cannot wait for the previous check (pid {}): {e}", left[0]),
+                )
+            })?),
+        };
+        let rang = tokio::select! {
+            _ = reaped => false,
+            rang = alarm.until(Some(until)) => rang.is_ok(),
+        };
+        if rang || Instant::now() >= until {
             return Err(Failure::new(
                 "previous check",
                 format!(
@@ -467,6 +483,78 @@ mod tests {
         let mut lines = Output::default();
         lines.add(b"one\ntwo\n");
         assert_eq!(lines.text(), "; output: \"one\\ntwo\"");
+    }
+
+    /// The supervisor's event loop, which has no tokio timer.
+    fn supervisor_loop() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A process group of its own, as a check runs in, and a route waiting for its exit.
+    fn unreaped_check(reaping: &Reaping) -> std::process::Child {
+        let check = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let Reaping::Routed(routes) = reaping else {
+            unreachable!()
+        };
+        let (sender, _) = oneshot::channel();
+        routes
+            .waiting
+            .borrow_mut()
+            .insert(check.id() as i32, sender);
+        check
+    }
+
+    #[test]
+    fn a_check_never_reaped_holds_the_next_one_back_for_the_limit_only() {
+        let reaping = Reaping::routed();
+        let mut check = unreaped_check(&reaping);
+        let started = Instant::now();
+        let waited =
+            supervisor_loop().block_on(previous_gone(&reaping, Duration::from_millis(300)));
+        let failure = waited.expect_err("nothing reaped it");
+        assert_eq!(failure.reason, "previous check");
+        assert!(
+            failure.detail.contains("still not gone"),
+            "{}",
+            failure.detail
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // It was sent SIGKILL (its group was).
+        let status = check.wait().expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
+
+    #[test]
+    fn a_check_reaped_while_waiting_lets_the_next_one_start() {
+        let reaping = Reaping::routed();
+        let mut check = unreaped_check(&reaping);
+        let pid = check.id() as i32;
+        let waited = supervisor_loop().block_on(async {
+            let reap = async {
+                // As the supervisor's reaper does once the killed group's SIGCHLD comes.
+                let status = tokio::task::spawn_blocking(move || check.wait())
+                    .await
+                    .expect("join")
+                    .expect("wait");
+                let code = ExitStatus::Signaled(
+                    std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0),
+                );
+                reaping.deliver(pid, code)
+            };
+            tokio::join!(previous_gone(&reaping, Duration::from_secs(30)), reap)
+        });
+        assert!(waited.1, "the reaped pid was a check's");
+        assert!(waited.0.is_ok(), "{:?}", waited.0.err());
     }
 
     #[test]
