@@ -158,7 +158,7 @@ fn percent_decode(text: &str) -> String {
 
 /// The probe over the network.
 pub(super) async fn probe(host: &str, port: u16, service: &str, spec: &ProbeSpec) -> Outcome {
-    probe_via(host, port, service, spec, &mut Network::default()).await
+    probe_via(host, port, service, spec, &mut Network).await
 }
 
 /// The probe over a connection from `dial` (see [`Dial`]).

@@ -227,45 +227,53 @@ pub trait Dial {
         &mut self,
         to: &Endpoint,
     ) -> impl std::future::Future<Output = Result<Box<dyn Socket>, Failure>>;
+}
 
-    /// Connect to `to` and send `request`; the answer is read from what this returns. By
-    /// default the request is written to a dialled socket; [`Network`] does it in fewer system
-    /// calls (`conn`). `shown` is the URL the failure details name.
+/// What the HTTP probe needs of its connections: a request sent, an answer to read. A
+/// [`Dial`]er gives it by writing the request to the socket it dials; [`Sockets`] (the probe's
+/// own, over the network) in fewer system calls and without a box.
+pub trait Exchange {
+    type Answer: AsyncRead + Unpin;
+
+    /// Connect to `to` and send `request`; the answer is read from what this returns.
+    /// `shown` is the URL the failure details name.
     fn send(
         &mut self,
         to: &Endpoint,
         request: &[u8],
         shown: &str,
-    ) -> impl std::future::Future<Output = Result<Box<dyn Answering>, Failure>> {
-        async move {
-            let mut socket = self.dial(to).await?;
-            socket
-                .write_all(request)
-                .await
-                .map_err(|e| open_error(&e, &to.address(), shown))?;
-            Ok(Box::new(socket) as Box<dyn Answering>)
-        }
+    ) -> impl std::future::Future<Output = Result<Self::Answer, Failure>>;
+
+    /// A buffer to read an answer into, empty; [`Exchange::recycle`] takes it back.
+    fn buffer(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Done with `buffer`: kept for the next answer, or dropped.
+    fn recycle(&mut self, _buffer: Vec<u8>) {}
+}
+
+impl<D: Dial> Exchange for D {
+    type Answer = Box<dyn Socket>;
+
+    async fn send(
+        &mut self,
+        to: &Endpoint,
+        request: &[u8],
+        shown: &str,
+    ) -> Result<Box<dyn Socket>, Failure> {
+        let mut socket = self.dial(to).await?;
+        socket
+            .write_all(request)
+            .await
+            .map_err(|e| open_error(&e, &to.address(), shown))?;
+        Ok(socket)
     }
 }
 
-/// Connections over the network: TCP to the resolved host, or the Unix socket. `watcher`
-/// watches the sockets of HTTP requests; without one (`keepwell check`, gRPC's dial, which
-/// needs none) the first request makes it.
-#[derive(Default)]
-pub struct Network {
-    pub watcher: Option<Rc<Watcher>>,
-}
-
-impl Network {
-    fn watcher(&mut self) -> std::io::Result<Rc<Watcher>> {
-        if let Some(watcher) = &self.watcher {
-            return Ok(watcher.clone());
-        }
-        let watcher = Rc::new(Watcher::new()?);
-        self.watcher = Some(watcher.clone());
-        Ok(watcher)
-    }
-}
+/// Connections over the network as gRPC's client needs them: TCP to the resolved host, or the
+/// Unix socket.
+pub struct Network;
 
 impl Dial for Network {
     async fn dial(&mut self, to: &Endpoint) -> Result<Box<dyn Socket>, Failure> {
@@ -278,15 +286,36 @@ impl Dial for Network {
             ),
         })
     }
+}
 
-    /// The request goes out right after connect() and the socket is watched for reading only
-    /// (`conn`): 11 system calls per probe where a generic client makes 16.
+/// The HTTP probe's connections over the network (`conn`): the request goes out right after
+/// connect() and the socket is watched for reading only, by `watcher`: 10 system calls per
+/// probe where a generic client makes 16. Without a watcher (`keepwell check`) the first
+/// request makes one.
+pub struct Sockets {
+    watcher: Option<Rc<Watcher>>,
+}
+
+impl Sockets {
+    fn watcher(&mut self) -> std::io::Result<Rc<Watcher>> {
+        if let Some(watcher) = &self.watcher {
+            return Ok(watcher.clone());
+        }
+        let watcher = Rc::new(Watcher::new()?);
+        self.watcher = Some(watcher.clone());
+        Ok(watcher)
+    }
+}
+
+impl Exchange for Sockets {
+    type Answer = conn::Connection;
+
     async fn send(
         &mut self,
         to: &Endpoint,
         request: &[u8],
         shown: &str,
-    ) -> Result<Box<dyn Answering>, Failure> {
+    ) -> Result<conn::Connection, Failure> {
         let watcher = self
             .watcher()
             .map_err(|e| open_error(&e, &to.address(), shown))?;
@@ -295,7 +324,7 @@ impl Dial for Network {
                 let mut last = None;
                 for addr in tcp::addresses(host, *port).await? {
                     match conn::open(&Peer::Inet(addr), request, watcher.clone()).await {
-                        Ok(connection) => return Ok(Box::new(connection)),
+                        Ok(connection) => return Ok(connection),
                         Err(e) => last = Some(open_error(&e, &addr.to_string(), shown)),
                     }
                 }
@@ -305,9 +334,27 @@ impl Dial for Network {
             }
             Endpoint::Unix { socket } => {
                 match conn::open(&Peer::Unix(socket), request, watcher).await {
-                    Ok(connection) => Ok(Box::new(connection)),
+                    Ok(connection) => Ok(connection),
                     Err(e) => Err(open_error(&e, socket, shown)),
                 }
+            }
+        }
+    }
+
+    /// The watcher's: a prober's probes read one answer at a time.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.watcher
+            .as_ref()
+            .map(|watcher| watcher.spare.take())
+            .unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if let Some(watcher) = &self.watcher {
+            // Only the first read's room is kept: a rare large head does not stay in memory.
+            if buffer.capacity() <= wire::FIRST_READ {
+                buffer.clear();
+                watcher.spare.set(buffer);
             }
         }
     }
@@ -321,10 +368,10 @@ pub(super) async fn probe(
     first: Option<&PreparedHop>,
     watcher: Option<&Rc<Watcher>>,
 ) -> Outcome {
-    let mut network = Network {
+    let mut sockets = Sockets {
         watcher: watcher.cloned(),
     };
-    probe_chain(spec, first, &mut network).await
+    probe_chain(spec, first, &mut sockets).await
 }
 
 /// The probe over connections from `dial`.
@@ -336,7 +383,7 @@ pub async fn probe_via(spec: &ProbeSpec, dial: &mut impl Dial) -> Outcome {
 async fn probe_chain(
     spec: &ProbeSpec,
     first: Option<&PreparedHop>,
-    dial: &mut impl Dial,
+    dial: &mut impl Exchange,
 ) -> Outcome {
     let built;
     let first = match first {
@@ -550,16 +597,11 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Socket for S {}
 
-/// A connection whose request is sent: the probe only reads from it.
-pub trait Answering: AsyncRead + Unpin {}
-
-impl<S: AsyncRead + Unpin> Answering for S {}
-
 /// One request of the chain on a connection of its own.
 async fn get(
     spec: &ProbeSpec,
     current: &PreparedHop,
-    dial: &mut impl Dial,
+    dial: &mut impl Exchange,
 ) -> Result<Answer, Failure> {
     let shown = current.url.as_str();
     let request = current.request.as_deref().map_err(|why| {
@@ -569,12 +611,23 @@ async fn get(
         )
     })?;
     let mut connection = dial.send(&current.hop.endpoint, request, shown).await?;
+    let mut buf = wire::Buffer::reusing(dial.buffer());
+    let answer = read_answer(spec, current, &mut connection, &mut buf).await;
+    dial.recycle(buf.into_data());
+    answer
+}
+
+/// The answer on `connection`, read into `buf`.
+async fn read_answer(
+    spec: &ProbeSpec,
+    current: &PreparedHop,
+    connection: &mut (impl AsyncRead + Unpin),
+    buf: &mut wire::Buffer,
+) -> Result<Answer, Failure> {
+    let shown = current.url.as_str();
     let bad =
         |e: WireError| Failure::new("bad response", format!("bad response from {shown}: {e}"));
-    let mut buf = wire::Buffer::new();
-    let head = wire::read_head(&mut connection, &mut buf)
-        .await
-        .map_err(bad)?;
+    let head = wire::read_head(connection, buf).await.map_err(bad)?;
     let code = head.code;
     let summary = match code {
         200 => current.ok_summary.clone(),
@@ -595,7 +648,7 @@ async fn get(
     let Some(needle) = &spec.body else {
         return Ok(Answer::Final(Ok(summary)));
     };
-    if wire::body_contains(&mut connection, &mut buf, head.framing, needle.as_bytes())
+    if wire::body_contains(connection, buf, head.framing, needle.as_bytes())
         .await
         .map_err(bad)?
     {

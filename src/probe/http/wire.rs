@@ -21,7 +21,7 @@ use super::BODY_LIMIT;
 const MAX_HEADERS: usize = 100;
 
 /// The first read's room; a longer head grows the buffer, up to [`BODY_LIMIT`].
-const FIRST_READ: usize = 8 * 1024;
+pub const FIRST_READ: usize = 8 * 1024;
 
 /// A chunk-size line longer than this (extensions included) is a broken body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
@@ -129,10 +129,18 @@ pub struct Buffer {
 
 impl Buffer {
     pub fn new() -> Buffer {
-        Buffer {
-            data: Vec::new(),
-            consumed: 0,
-        }
+        Buffer::reusing(Vec::new())
+    }
+
+    /// A buffer in the memory of `data`, emptied.
+    pub fn reusing(mut data: Vec<u8>) -> Buffer {
+        data.clear();
+        Buffer { data, consumed: 0 }
+    }
+
+    /// The memory, to be reused.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
     }
 }
 
