@@ -184,16 +184,131 @@ impl AsyncRead for Connection {
                 }
                 return Poll::Ready(Err(e));
             }
+            // Not cleared after a short read, as tokio's own streams do: the watcher's readiness
+            // is only "readable", so clearing it would lose an end of stream that came with
+            // the data (tokio keeps a socket's closed state apart; an epoll fd has none).
             let n = n as usize;
-            // A short read emptied the socket: the next read waits for epoll rather than
-            // trying first and failing, as tokio's own streams do.
-            if n > 0 && n < wanted {
-                ready.clear_ready();
-            }
             // SAFETY: read(2) initialized these n bytes.
             unsafe { buf.assume_init(n) };
             buf.advance(n);
             return Poll::Ready(Ok(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Everything `connection` gives until EOF, within 10 s.
+    async fn answer(mut connection: Connection) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut got))
+            .await
+            .expect("the answer came in time")
+            .expect("read");
+        got
+    }
+
+    /// A server on a fresh Unix socket that, for each of `answers`, accepts one connection,
+    /// reads `wanted` bytes, waits `delay` and answers.
+    fn server(
+        wanted: usize,
+        delay: Duration,
+        answers: Vec<&'static [u8]>,
+    ) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("app.sock").to_string_lossy().into_owned();
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let serving = std::thread::spawn(move || {
+            for reply in answers {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let mut seen = vec![0u8; wanted];
+                stream.read_exact(&mut seen).expect("the whole request");
+                std::thread::sleep(delay);
+                stream.write_all(reply).expect("answer");
+            }
+        });
+        (dir, path, serving)
+    }
+
+    #[test]
+    fn a_request_larger_than_the_sockets_buffer_is_sent_whole_then_answered() {
+        // 4 MiB is more than a Unix socket holds: the send waits for the server to read.
+        let request = vec![b'x'; 4 << 20];
+        let (_dir, path, serving) = server(
+            request.len(),
+            Duration::ZERO,
+            vec![b"HTTP/1.1 200 OK\r\n\r\n"],
+        );
+        let got = runtime().block_on(async {
+            let watcher = Rc::new(Watcher::new().expect("watcher"));
+            let connection = open(&Peer::Unix(&path), &request, watcher)
+                .await
+                .expect("sent");
+            answer(connection).await
+        });
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\n");
+        serving.join().expect("server");
+    }
+
+    #[test]
+    fn one_watcher_waits_for_each_answer_in_turn() {
+        // Each answer comes late, so every read waits on the watcher; the first connection
+        // is dropped before its answer is read, leaving what it saw behind.
+        let replies: Vec<&'static [u8]> = vec![b"first"; 21];
+        let (_dir, path, serving) = server(4, Duration::from_millis(20), replies);
+        runtime().block_on(async {
+            let watcher = Rc::new(Watcher::new().expect("watcher"));
+            let unread = open(&Peer::Unix(&path), b"ping", watcher.clone())
+                .await
+                .expect("sent");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(unread);
+            for _ in 0..20 {
+                let connection = open(&Peer::Unix(&path), b"ping", watcher.clone())
+                    .await
+                    .expect("sent");
+                assert_eq!(answer(connection).await, b"first");
+            }
+        });
+        serving.join().expect("server");
+    }
+
+    #[test]
+    fn a_head_cut_short_by_the_end_of_the_stream_is_told_at_once() {
+        // The part of a head and the end of the stream come together: the read that takes
+        // the bytes must not leave the end unseen until the probe's timeout.
+        let (_dir, path, serving) = server(4, Duration::ZERO, vec![b"HTTP/1.1 20"]);
+        let failed = runtime().block_on(async {
+            let watcher = Rc::new(Watcher::new().expect("watcher"));
+            let mut connection = open(&Peer::Unix(&path), b"ping", watcher)
+                .await
+                .expect("sent");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = super::super::wire::Buffer::new();
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                super::super::wire::read_head(&mut connection, &mut buf),
+            )
+            .await
+            .expect("told before any timeout")
+        });
+        let error = failed.expect_err("no complete head");
+        assert_eq!(
+            error.to_string(),
+            "connection closed before message completed"
+        );
+        serving.join().expect("server");
     }
 }
