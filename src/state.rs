@@ -554,16 +554,24 @@ impl Machine {
 
     /// Feed one event; get back what to do.
     pub fn step(&mut self, event: Event, now: Instant) -> Step {
-        let exit_decided_before = self.exit_decided();
-        let mut out = self.step_inner(event, now);
-        if !exit_decided_before && self.exit_decided() {
-            out.act(Action::ReleaseSockets);
-        }
+        let mut out = Step::default();
+        self.step_into(event, now, &mut out);
         out
     }
 
-    fn step_inner(&mut self, event: Event, now: Instant) -> Step {
-        let mut out = Step::default();
+    /// [`Machine::step`] into `out`, emptied first: the supervisor reuses one `Step`, so a
+    /// step allocates nothing unless it acts more than before.
+    pub fn step_into(&mut self, event: Event, now: Instant, out: &mut Step) {
+        out.actions.clear();
+        out.reports.clear();
+        let exit_decided_before = self.exit_decided();
+        self.step_inner(event, now, out);
+        if !exit_decided_before && self.exit_decided() {
+            out.act(Action::ReleaseSockets);
+        }
+    }
+
+    fn step_inner(&mut self, event: Event, now: Instant, out: &mut Step) {
         match event {
             Event::Start => {
                 if self.phase == Phase::Idle {
@@ -577,25 +585,20 @@ impl Machine {
                     self.phase = Phase::Running { pid, track };
                 }
             }
-            Event::SpawnFailed { failure } => self.on_spawn_failed(failure, now, &mut out),
-            Event::ChildExited { pid, status } => self.on_child_exited(pid, status, now, &mut out),
-            Event::LeftoversGone => self.on_leftovers_gone(now, &mut out),
-            Event::Signal(signal) => self.on_signal(signal, now, &mut out),
+            Event::SpawnFailed { failure } => self.on_spawn_failed(failure, now, out),
+            Event::ChildExited { pid, status } => self.on_child_exited(pid, status, now, out),
+            Event::LeftoversGone => self.on_leftovers_gone(now, out),
+            Event::Signal(signal) => self.on_signal(signal, now, out),
             Event::RealtimeSignal(signo) => {
                 if let Some(pid) = self.child_to_signal() {
                     let target = self.target(pid);
                     out.act(Action::SignalNumber { target, signo });
                 }
             }
-            Event::ProbeDone { ok, detail, reason } => {
-                self.on_probe(ok, detail, reason, now, &mut out)
-            }
-            Event::ProbeInconclusive { detail } => {
-                self.on_probe_inconclusive(detail, now, &mut out)
-            }
-            Event::Tick => self.on_tick(now, &mut out),
+            Event::ProbeDone { ok, detail, reason } => self.on_probe(ok, detail, reason, now, out),
+            Event::ProbeInconclusive { detail } => self.on_probe_inconclusive(detail, now, out),
+            Event::Tick => self.on_tick(now, out),
         }
-        out
     }
 
     fn new_track(&self, now: Instant) -> HealthTrack {

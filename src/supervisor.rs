@@ -20,7 +20,7 @@ use crate::probe::{self, ProbeFuture, ProbeResult, Prober};
 use crate::reaper;
 use crate::signals::SignalQueue;
 use crate::sockets::HeldSockets;
-use crate::state::{Action, Event, Machine, Report, Scope, Target};
+use crate::state::{Action, Event, Machine, Report, Scope, Step, Target};
 use crate::status::{unix_now, LastProbe, Published, Snapshot};
 
 pub struct Supervisor {
@@ -31,6 +31,8 @@ pub struct Supervisor {
     /// `--socket`: held across restarts, handed to every app child, released before an exit.
     sockets: HeldSockets,
     machine: Machine,
+    /// The machine's last step, kept for its memory: most steps act once or not at all.
+    step: Step,
     signals: SignalQueue,
     pending: VecDeque<Work>,
     child_pid: Option<i32>,
@@ -123,6 +125,7 @@ impl Supervisor {
             take_terminal,
             sockets,
             machine: Machine::new(config.policy),
+            step: Step::default(),
             signals,
             pending: VecDeque::new(),
             child_pid: None,
@@ -163,13 +166,15 @@ impl Supervisor {
                     }
                 };
                 let now = Instant::now();
-                let step = self.machine.step(event, now);
+                let mut step = std::mem::take(&mut self.step);
+                self.machine.step_into(event, now, &mut step);
                 let mut exit = None;
-                for action in step.actions {
+                for action in step.actions.drain(..) {
                     exit = exit.or(self.execute(action, now));
                 }
                 // Logged after acting, so a forwarded signal never waits for a log line.
                 step.reports.iter().for_each(log_report);
+                self.step = step;
                 if let Some(code) = exit {
                     self.publish_snapshot();
                     return code;

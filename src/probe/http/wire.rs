@@ -203,6 +203,18 @@ async fn read_more<R: AsyncRead + Unpin>(
     io.read_buf(&mut (&mut *data).limit(room)).await
 }
 
+/// Whether the header `name` is `lower` (lower case letters and `-`) in any case. Setting bit
+/// 5 lower-cases a letter and leaves `-` as it is; of the other characters httparse lets into
+/// a name (RFC 9110 tokens), none becomes a letter or `-` that way. (A byte loop at opt-level
+/// "z", `eq_ignore_ascii_case` cost more than the rest of the head's parsing.)
+fn is_named(name: &str, lower: &str) -> bool {
+    name.len() == lower.len()
+        && name
+            .bytes()
+            .zip(lower.bytes())
+            .all(|(have, want)| have | 0x20 == want)
+}
+
 /// One head from the start of `bytes`: None while incomplete.
 fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
     if bytes.is_empty() {
@@ -243,7 +255,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
         if !matches!(name.len(), 8 | 14 | 17) {
             continue;
         }
-        if name.eq_ignore_ascii_case("location") {
+        if is_named(name, "location") {
             location = std::str::from_utf8(header.value)
                 .ok()
                 .filter(|v| {
@@ -251,7 +263,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
                         .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
                 })
                 .map(str::to_string);
-        } else if name.eq_ignore_ascii_case("content-length") {
+        } else if is_named(name, "content-length") {
             let value = std::str::from_utf8(header.value)
                 .ok()
                 .map(str::trim)
@@ -262,7 +274,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
                 return Err(WireError::Parse("invalid content-length parsed"));
             }
             length = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if is_named(name, "transfer-encoding") {
             // Chunked only when it is the last coding; any other makes the body run to close.
             let last = header.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
