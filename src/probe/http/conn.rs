@@ -110,6 +110,8 @@ impl Watcher {
 pub struct Connection {
     fd: OwnedFd,
     watcher: Rc<Watcher>,
+    /// Read before waiting: the last read was short and cleared the watcher's readiness.
+    read_first: bool,
 }
 
 /// Connect to `peer` and send `request`; the error is the connect's (or the send's).
@@ -142,7 +144,11 @@ pub async fn open(peer: &Peer<'_>, request: &[u8], watcher: Rc<Watcher>) -> io::
     let mut written = sent;
     if written == request.len() {
         watcher.watch(&fd, libc::EPOLL_CTL_ADD, false)?;
-        return Ok(Connection { fd, watcher });
+        return Ok(Connection {
+            fd,
+            watcher,
+            read_first: false,
+        });
     }
     // Rare: the handshake was not over, or the request is larger than the socket's buffer.
     watcher.watch(&fd, libc::EPOLL_CTL_ADD, true)?;
@@ -152,7 +158,11 @@ pub async fn open(peer: &Peer<'_>, request: &[u8], watcher: Rc<Watcher>) -> io::
                 .await?;
     }
     watcher.watch(&fd, libc::EPOLL_CTL_MOD, false)?;
-    Ok(Connection { fd, watcher })
+    Ok(Connection {
+        fd,
+        watcher,
+        read_first: false,
+    })
 }
 
 /// One send(2); MSG_NOSIGNAL, so a peer gone away is an EPIPE, not a SIGPIPE.
@@ -171,28 +181,49 @@ impl AsyncRead for Connection {
         // initialized below before the buffer advances over it.
         let unfilled = unsafe { buf.unfilled_mut() };
         let wanted = unfilled.len();
-        loop {
-            let mut ready = ready!(this.watcher.epoll.poll_read_ready(cx))?;
+        let fd = this.fd.as_raw_fd();
+        let mut read = || {
             // SAFETY: read(2) into memory this function borrows mutably for the call.
-            let n =
-                unsafe { libc::read(this.fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), wanted) };
+            let n = unsafe { libc::read(fd, unfilled.as_mut_ptr().cast(), wanted) };
             if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    ready.clear_ready();
-                    continue;
-                }
-                return Poll::Ready(Err(e));
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
             }
-            // Not cleared after a short read, as tokio's own streams do: the watcher's readiness
-            // is only "readable", so clearing it would lose an end of stream that came with
-            // the data (tokio keeps a socket's closed state apart; an epoll fd has none).
-            let n = n as usize;
-            // SAFETY: read(2) initialized these n bytes.
-            unsafe { buf.assume_init(n) };
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
+        };
+        let got = if std::mem::take(&mut this.read_first) {
+            read()
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        };
+        let n = match got {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => loop {
+                let mut ready = ready!(this.watcher.epoll.poll_read_ready(cx))?;
+                match read() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(n) => {
+                        // A short read emptied the socket: the readiness is cleared, so the
+                        // next probe's connection does not start with a read that finds
+                        // nothing. The watcher's readiness is only "readable" (tokio keeps a
+                        // socket's end of stream apart; an epoll fd has none), so an end that
+                        // came with the data would be lost: this connection's next read
+                        // therefore tries before it waits.
+                        if n > 0 && n < wanted {
+                            ready.clear_ready();
+                            this.read_first = true;
+                        }
+                        break n;
+                    }
+                }
+            },
+            Err(e) => return Poll::Ready(Err(e)),
+            Ok(n) => n,
+        };
+        // SAFETY: read(2) initialized these n bytes.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -253,8 +284,11 @@ mod tests {
         );
         let got = runtime().block_on(async {
             let watcher = Rc::new(Watcher::new().expect("watcher"));
-            let connection = open(&Peer::Unix(&path), &request, watcher)
+            let peer = Peer::Unix(&path);
+            let sending = open(&peer, &request, watcher);
+            let connection = tokio::time::timeout(Duration::from_secs(10), sending)
                 .await
+                .expect("sent in time")
                 .expect("sent");
             answer(connection).await
         });
