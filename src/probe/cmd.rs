@@ -183,7 +183,14 @@ async fn previous_gone(reaping: &Reaping, limit: Duration) -> Result<(), Failure
         };
         let rang = tokio::select! {
             _ = reaped => false,
-            rang = alarm.until(Some(until)) => rang.is_ok(),
+            rang = alarm.until(Some(until)) => match rang {
+                Ok(()) => true,
+                // Not waited for again: a failing timerfd fails at once, every time.
+                Err(e) => return Err(Failure::new(
+                    "previous check",
+                    format!("cannot wait for the previous check (pid {}): {e}", left[0]),
+                )),
+            },
         };
         if rang || Instant::now() >= until {
             return Err(Failure::new(
