@@ -108,19 +108,36 @@ fn set_disposition_raw(signo: i32, disposition: libc::sighandler_t) {
 }
 
 /// Read whatever is queued now, without waiting.
+pub fn read_pending(fd: &mut SignalFd) -> Vec<i32> {
+    let mut found = Vec::new();
+    while read_some(fd, &mut found, usize::MAX) {}
+    found
+}
+
+/// The most signals one wake of the supervisor takes: a sender as fast as keepwell's reads
+/// could otherwise keep the queue from ever emptying, and the supervisor from its alarm (a
+/// stop's SIGKILL) and its probe, with the batch growing all the while.
+const BATCH: usize = 64;
+
+/// Read up to `limit` queued signals into `found`; true when the limit was reached (more may
+/// be queued), false when the queue was empty.
 ///
 /// Signals keepwell raised against itself are dropped here: a SIGPIPE from writing to a peer
 /// that closed (a Unix-socket probe, a closed stderr) is keepwell's own business, not the
 /// child's. keepwell never signals itself on purpose.
-pub fn read_pending(fd: &mut SignalFd) -> Vec<i32> {
+fn read_some(fd: &mut SignalFd, found: &mut Vec<i32>, limit: usize) -> bool {
     let own_pid = std::process::id();
-    let mut found = Vec::new();
-    while let Ok(Some(info)) = fd.read_signal() {
-        if info.ssi_pid != own_pid || info.ssi_signo == libc::SIGCHLD as u32 {
-            found.push(info.ssi_signo as i32);
+    for _ in 0..limit {
+        match fd.read_signal() {
+            Ok(Some(info)) => {
+                if info.ssi_pid != own_pid || info.ssi_signo == libc::SIGCHLD as u32 {
+                    found.push(info.ssi_signo as i32);
+                }
+            }
+            _ => return false,
         }
     }
-    found
+    true
 }
 
 /// Give up the controlling terminal so the child's new session can take it (`docker run -it`).
@@ -148,8 +165,11 @@ impl SignalQueue {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Vec<i32>>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready_mut(cx))?;
-            let found = read_pending(guard.get_inner_mut());
-            guard.clear_ready();
+            let mut found = Vec::new();
+            // A full batch leaves the queue readable, for the next wake.
+            if !read_some(guard.get_inner_mut(), &mut found, BATCH) {
+                guard.clear_ready();
+            }
             if !found.is_empty() {
                 return Poll::Ready(Ok(found));
             }
