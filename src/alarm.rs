@@ -1,5 +1,7 @@
 //! The supervisor's one alarm clock: a timerfd, armed at the next deadline (the machine's, or
-//! the timeout of the probe in flight), read through the event loop like the signalfd.
+//! the timeout of the probe in flight), read through the event loop like the signalfd. (A
+//! command check waiting for the previous one to be reaped bounds that wait with one of its
+//! own: the supervisor's event loop has no tokio timer.)
 //!
 //! tokio's timer is not used for these deadlines because of what it costs a PID 1 that wakes
 //! every few seconds for nothing else: its hierarchical wheel wakes the loop early for any
@@ -46,8 +48,8 @@ impl Alarm {
     }
 
     /// Ready at `deadline` (at once when it has passed); never, for None. Pending wakes the
-    /// task when the alarm rings; only the last task to poll is woken (the supervisor is the
-    /// one). An alarm still armed for an old deadline may ring later: its readiness is left
+    /// task when the alarm rings; only the last task to poll is woken (each alarm has one
+    /// waiter). An alarm still armed for an old deadline may ring later: its readiness is left
     /// for the next poll, which checks the time.
     pub fn poll_until(
         &mut self,

@@ -127,8 +127,9 @@ pub fn supervise(config: Config) -> i32 {
     }
 
     // No tokio timer: the supervisor's deadlines and the probe's timeout are one timerfd
-    // (`alarm`), and a time driver polled on every wake would only cost a probe's worth of
-    // instructions (tests/bench/probe_overhead.md). What runs here must not use tokio::time.
+    // (`alarm`; a command check's wait for the previous one has its own), and a time driver
+    // polled on every wake cost a twentieth of a probe's instructions
+    // (tests/bench/probe_overhead.md). What runs here must not use tokio::time.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -78,8 +78,9 @@ impl Published {
         Published(Arc::new(Mutex::new(initial)))
     }
 
-    /// Make what readers see a copy of `snapshot`. Copied in place whether or not it changed:
-    /// the copy reuses every string's buffer, and comparing first cost more than copying.
+    /// Make what readers see a copy of `snapshot`, copied in place (every string's buffer
+    /// reused). Comparing whole snapshots first cost more than copying; the supervisor calls
+    /// this only when its own few fields say something changed.
     pub fn publish(&self, snapshot: &Snapshot) {
         self.lock().copy_from(snapshot);
     }

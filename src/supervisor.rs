@@ -2,8 +2,8 @@
 //!
 //! It waits on three things only — the signal queue (SIGCHLD included), the probe in flight,
 //! and one alarm set at the next deadline (the machine's, or the probe's timeout) — turns
-//! whatever arrives into events, feeds them to [`Machine::step`], performs the actions, and
-//! publishes a snapshot for the readers. A probe is just one more future in that wait, so a
+//! whatever arrives into events, feeds them to [`Machine::step_into`], performs the actions,
+//! and publishes a snapshot for the readers. A probe is just one more future in that wait, so a
 //! hung app can never hold up a signal or a reap.
 
 use std::collections::VecDeque;
