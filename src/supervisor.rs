@@ -77,7 +77,7 @@ enum Wake {
 /// wake, as tokio's `select!` starts from a random branch, so a flood of signals cannot keep
 /// the alarm (a stop's SIGKILL) or a probe's answer from being seen. Polled by hand rather
 /// than through `select!`, whose futures, made anew on every wake, each joined and left a
-/// wait list under a lock (a sixth of a probe's instructions, tests/bench/probe_overhead.md).
+/// wait list under a lock (a tenth of a probe's instructions, tests/bench/probe_overhead.md).
 fn poll_wake(
     cx: &mut std::task::Context<'_>,
     first: usize,
@@ -430,7 +430,7 @@ impl Supervisor {
 
     /// Publish what changed since the last time, if anything did: half the wakes change
     /// nothing readers see (a probe starting), and copying the snapshot under the readers' lock
-    /// was a fourteenth of a probe's instructions.
+    /// was a thirteenth of a probe's instructions.
     fn publish_snapshot(&mut self) {
         let view = self.machine.view();
         let snapshot = &mut self.snapshot;
