@@ -87,18 +87,24 @@ impl Watcher {
 
     /// Run `io` on a socket in this watcher until it does not answer EAGAIN, waiting between
     /// tries for the watcher to be readable (some socket in it ready). The readiness is
-    /// cleared only after a try found nothing: tokio clears only what its loop has seen, and an
-    /// event since then is still in the kernel's queue, so none is lost. (The instance is never
-    /// "closed" to tokio, whose closed states are final: an epoll fd reports only EPOLLIN.)
+    /// cleared after a try that found nothing, and after one whose result `emptied` says left
+    /// nothing behind: tokio clears only what its loop has seen, and an event since then is
+    /// still in the kernel's queue, so none is lost. (The instance is never "closed" to tokio,
+    /// whose closed states are final: an epoll fd reports only EPOLLIN.)
     fn poll_io<T>(
         &self,
         cx: &mut Context<'_>,
         mut io: impl FnMut() -> io::Result<T>,
+        emptied: impl Fn(&T) -> bool,
     ) -> Poll<io::Result<T>> {
         loop {
             let mut ready = ready!(self.epoll.poll_read_ready(cx))?;
             match io() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Ok(done) if emptied(&done) => {
+                    ready.clear_ready();
+                    return Poll::Ready(Ok(done));
+                }
                 done => return Poll::Ready(done),
             }
         }
@@ -153,9 +159,10 @@ pub async fn open(peer: &Peer<'_>, request: &[u8], watcher: Rc<Watcher>) -> io::
     // Rare: the handshake was not over, or the request is larger than the socket's buffer.
     watcher.watch(&fd, libc::EPOLL_CTL_ADD, true)?;
     while written < request.len() {
-        written +=
-            std::future::poll_fn(|cx| watcher.poll_io(cx, || send_some(&fd, &request[written..])))
-                .await?;
+        written += std::future::poll_fn(|cx| {
+            watcher.poll_io(cx, || send_some(&fd, &request[written..]), |_| false)
+        })
+        .await?;
     }
     watcher.watch(&fd, libc::EPOLL_CTL_MOD, false)?;
     Ok(Connection {
@@ -196,27 +203,18 @@ impl AsyncRead for Connection {
         } else {
             Err(io::ErrorKind::WouldBlock.into())
         };
+        // A short read empties the socket: the watcher's readiness is cleared with it, so the
+        // next probe's connection does not start with a read that finds nothing. That
+        // readiness is only "readable" (tokio keeps a socket's end of stream apart; an epoll
+        // fd has none), so an end that came with the data would be lost: this connection's
+        // next read therefore tries before it waits.
+        let short = |n: &usize| *n > 0 && *n < wanted;
         let n = match got {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => loop {
-                let mut ready = ready!(this.watcher.epoll.poll_read_ready(cx))?;
-                match read() {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
-                    Err(e) => return Poll::Ready(Err(e)),
-                    Ok(n) => {
-                        // A short read emptied the socket: the readiness is cleared, so the
-                        // next probe's connection does not start with a read that finds
-                        // nothing. The watcher's readiness is only "readable" (tokio keeps a
-                        // socket's end of stream apart; an epoll fd has none), so an end that
-                        // came with the data would be lost: this connection's next read
-                        // therefore tries before it waits.
-                        if n > 0 && n < wanted {
-                            ready.clear_ready();
-                            this.read_first = true;
-                        }
-                        break n;
-                    }
-                }
-            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let n = ready!(this.watcher.poll_io(cx, &mut read, short))?;
+                this.read_first = short(&n);
+                n
+            }
             Err(e) => return Poll::Ready(Err(e)),
             Ok(n) => n,
         };
