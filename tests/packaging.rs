@@ -453,6 +453,8 @@ fn the_crate_holds_what_a_user_needs_and_installs_with_cargo_install() {
         "README.md",
         "LICENSE",
         "src/main.rs",
+        "build.rs",
+        "hot-text.ld",
     ] {
         assert!(krate.join(needed).is_file(), "the crate lacks {needed}");
     }
@@ -661,9 +663,16 @@ fn every_release_binary_carries_its_dependency_list_matching_cargo_lock() {
     }
 }
 
-/// The bytes of a named section of a 64-bit little-endian ELF file (both release targets).
-fn elf_section(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let elf = std::fs::read(path).expect("read the binary");
+/// A section of an ELF file: its name, where it is loaded and where it is in the file.
+struct Section {
+    name: String,
+    address: usize,
+    offset: usize,
+    size: usize,
+}
+
+/// The section headers of a 64-bit little-endian ELF file (both release targets).
+fn elf_sections(elf: &[u8], path: &Path) -> Vec<Section> {
     let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
     let u32_at =
         |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -679,15 +688,60 @@ fn elf_section(path: &Path, name: &str) -> Option<Vec<u8>> {
         (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
     let header = |i: usize| shoff + i * shentsize;
     let names = u64_at(header(shstrndx) + 0x18);
-    (0..shnum).find_map(|i| {
-        let h = header(i);
-        let at = names + u32_at(h);
-        let end = at + elf[at..].iter().position(|&b| b == 0)?;
-        (&elf[at..end] == name.as_bytes()).then(|| {
-            let (offset, size) = (u64_at(h + 0x18), u64_at(h + 0x20));
-            elf[offset..offset + size].to_vec()
+    (0..shnum)
+        .map(|i| {
+            let h = header(i);
+            let at = names + u32_at(h);
+            let end = at + elf[at..].iter().position(|&b| b == 0).unwrap_or(0);
+            Section {
+                name: String::from_utf8_lossy(&elf[at..end]).into_owned(),
+                address: u64_at(h + 0x10),
+                offset: u64_at(h + 0x18),
+                size: u64_at(h + 0x20),
+            }
         })
-    })
+        .collect()
+}
+
+/// The bytes of a named section of a release binary.
+fn elf_section(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let elf = std::fs::read(path).expect("read the binary");
+    elf_sections(&elf, path)
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| elf[s.offset..s.offset + s.size].to_vec())
+}
+
+#[test]
+fn every_release_binary_starts_its_code_with_what_a_probe_runs() {
+    // hot-text.ld names ~150 functions by hash-free patterns; were they all renamed away (or
+    // the linker script left out), the section would be gone or hold a handful of bytes, and
+    // each probe would again touch ~73 pages of code instead of ~26 (tests/bench/hot_text.py).
+    let dist = Dist::get();
+    for target in TARGETS {
+        let binary = dist.binary(target);
+        let elf = std::fs::read(&binary).expect("read the binary");
+        let sections = elf_sections(&elf, &binary);
+        let find = |name: &str| {
+            sections
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("{target}: no {name} section (build.rs, hot-text.ld)"))
+        };
+        let (hot, text) = (find(".text.hot"), find(".text"));
+        assert!(
+            hot.address < text.address,
+            "{target}: .text.hot at {:#x} comes after .text at {:#x}",
+            hot.address,
+            text.address
+        );
+        assert!(
+            (64 * 1024..512 * 1024).contains(&hot.size),
+            "{target}: .text.hot holds {} bytes; the probe's ~150 functions are ~100 KiB (run \
+             tests/bench/hot_text.py again if they were renamed)",
+            hot.size
+        );
+    }
 }
 
 /// zlib-inflate bytes with Python's zlib (no compression crate among the dev-dependencies).
