@@ -220,8 +220,9 @@ enum Answer {
 }
 
 /// Where a probe's connections come from, dialled: [`Network`] for gRPC's client, a fuzz
-/// target's in-process streams for the HTTP probe. The probe reads whatever bytes the connection gives as the app's, so anything that makes a
-/// byte stream (a fuzz target's, a benchmark's) drives the same code.
+/// target's in-process streams for the HTTP probe. The probe reads whatever bytes the
+/// connection gives as the app's, so anything that makes a byte stream (a fuzz target's, a
+/// benchmark's) drives the same code.
 pub trait Dial {
     fn dial(
         &mut self,
